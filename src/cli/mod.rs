@@ -1,0 +1,143 @@
+//! The command line: a thin layer over the library. See `docs/cli.md`.
+//!
+//! Exit status: 0 success; 1 the user's input was wrong (a diagnostic was printed); 2 anything
+//! else. A panic is caught and reported as an internal error with status 2.
+
+mod output;
+mod simulate;
+
+use crate::diagnostics::{Diagnostic, ModelError, Style};
+use crate::{LoadError, Model};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// rxnc: compile stochastic reaction network models and simulate them exactly.
+#[derive(Debug, Parser)]
+#[command(name = "rxnc", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse and check a model; print its species, parameters and reactions.
+    Check(CheckArgs),
+    /// Exact stochastic simulation (Gillespie's direct method) of N trajectories.
+    Simulate(simulate::SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The model file.
+    file: PathBuf,
+    /// What to print: a readable summary, the IR, or the generated Cranelift IR.
+    #[arg(long, value_enum, default_value_t = Emit::Summary)]
+    emit: Emit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Emit {
+    /// Species, parameters, reactions with their generated names and stoichiometry.
+    Summary,
+    /// The lowered IR: indices, propensities, dependency graph.
+    Ir,
+    /// The Cranelift IR of the generated kernels.
+    Clif,
+}
+
+/// A failure of a command, classified by exit status.
+#[derive(Debug)]
+pub enum Failure {
+    /// The user's input was wrong: exit 1. The string is the rendered diagnostic.
+    Input(String),
+    /// Anything else: exit 2.
+    Internal(String),
+}
+
+impl Failure {
+    /// A plain input error with a help line.
+    pub fn input(message: impl std::fmt::Display, help: impl std::fmt::Display) -> Failure {
+        Failure::Input(format!("error: {message}\n  help: {help}\n"))
+    }
+}
+
+impl From<LoadError> for Failure {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Io { path, source } => Failure::input(
+                format!("cannot read model file `{path}`: {source}"),
+                "check the path; model files are UTF-8 text",
+            ),
+            LoadError::Model(m) => Failure::Input(m.render(style())),
+        }
+    }
+}
+
+/// How to draw diagnostics on this process's standard error.
+pub fn style() -> Style {
+    if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() { Style::Fancy } else { Style::Plain }
+}
+
+/// Renders a diagnostic about a model's text (for runtime errors that point at a reaction).
+pub fn model_diagnostic(model: &Model, d: Diagnostic) -> Failure {
+    Failure::Input(ModelError { source: model.source.clone(), diagnostics: vec![d] }.render(style()))
+}
+
+/// Runs the command line and returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = std::panic::catch_unwind(|| run(cli));
+    match result {
+        Ok(Ok(())) => 0,
+        Ok(Err(Failure::Input(text))) => {
+            eprint!("{text}");
+            1
+        }
+        Ok(Err(Failure::Internal(text))) => {
+            eprintln!("internal error: {text}");
+            2
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            eprintln!("internal error: rxnc stopped unexpectedly ({what}); please report this with the model file");
+            2
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Check(args) => check(args),
+        Command::Simulate(args) => simulate::run(args),
+    }
+}
+
+fn check(args: CheckArgs) -> Result<(), Failure> {
+    let model = Model::load(&args.file)?;
+    let text = match args.emit {
+        Emit::Summary => model.ir.summary(),
+        Emit::Ir => model.ir.ir_dump(),
+        Emit::Clif => crate::jit::CompiledModel::with_clif(&model.ir)
+            .map_err(|e| Failure::Internal(e.to_string()))?
+            .clif
+            .clone()
+            .unwrap_or_default(),
+    };
+    output::print_stdout(&text)
+}

@@ -1,0 +1,145 @@
+//! `rxnc simulate`.
+
+use super::output::{PendingFile, stdout_error};
+use super::{Failure, model_diagnostic};
+use crate::Model;
+use crate::diagnostics::Diagnostic;
+use crate::engine::{Ensemble, SimError, SimOptions, write_stats, write_trajectories};
+use crate::jit::CompiledModel;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// The model file.
+    file: PathBuf,
+    /// The horizon: simulate from t = 0 to this time.
+    #[arg(long, value_name = "T")]
+    t_end: f64,
+    /// Sampling interval of the output [default: T/100].
+    #[arg(long, value_name = "DT")]
+    every: Option<f64>,
+    /// Number of trajectories.
+    #[arg(short = 'n', long = "trajectories", value_name = "N", default_value_t = 1)]
+    trajectories: usize,
+    /// Seed of the random streams (trajectory i uses the stream keyed by (seed, i)).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// Write the trajectories CSV here: trajectory,time,<species...>,<observables...>.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Write tidy statistics here: time,name,mean,sd over the trajectories.
+    #[arg(long, value_name = "FILE")]
+    stats: Option<PathBuf>,
+    /// Stop a trajectory that exceeds this many events (runaway models).
+    #[arg(long, value_name = "K", default_value_t = 100_000_000)]
+    max_events: u64,
+    /// Worker threads [default: all cores]; results do not depend on it.
+    #[arg(long, value_name = "K")]
+    threads: Option<usize>,
+}
+
+/// Turns a simulation failure into a diagnostic pointing at the reaction responsible.
+pub fn sim_failure(model: &Model, e: SimError) -> Failure {
+    let reaction = match &e {
+        SimError::InvalidPropensity { reaction, .. } | SimError::NegativeCount { reaction, .. } => Some(reaction),
+        _ => None,
+    };
+    match reaction.and_then(|name| model.ir.reactions.iter().find(|r| &r.name == name)) {
+        Some(r) => {
+            let (code, label) = match &e {
+                SimError::InvalidPropensity { .. } => ("rxn::runtime::propensity", "this propensity"),
+                _ => ("rxn::runtime::negative_count", "this reaction"),
+            };
+            let text = e.to_string();
+            let (message, help) = text.split_once("; ").unwrap_or((&text, ""));
+            let d = Diagnostic::new(code, message.to_string(), r.span, label);
+            model_diagnostic(model, if help.is_empty() { d } else { d.with_help(help.to_string()) })
+        }
+        None => {
+            let text = e.to_string();
+            let (message, help) = text.split_once(". ").unwrap_or((&text, "see rxnc simulate --help"));
+            Failure::input(message, help)
+        }
+    }
+}
+
+pub fn run(args: SimulateArgs) -> Result<(), Failure> {
+    let model = Model::load(&args.file)?;
+    if !(args.t_end.is_finite() && args.t_end > 0.0) {
+        return Err(Failure::input(
+            format!("--t-end must be a positive time, not {}", args.t_end),
+            "for example --t-end 100",
+        ));
+    }
+    let every = args.every.unwrap_or(args.t_end / 100.0);
+    if !(every.is_finite() && every > 0.0) {
+        return Err(Failure::input(format!("--every must be a positive time, not {every}"), "for example --every 1"));
+    }
+    if args.trajectories == 0 {
+        return Err(Failure::input("-n must be at least 1", "for example -n 1000"));
+    }
+    if let Some(k) = args.threads {
+        if k == 0 {
+            return Err(Failure::input("--threads must be at least 1", "leave it out to use every core"));
+        }
+        // Only fails when a pool exists already, which cannot happen before this point.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(k).build_global();
+    }
+    // Open outputs first: an unwritable path fails before the simulation, not after it.
+    let mut out_file = args.out.as_deref().map(|p| PendingFile::create(p, "--out")).transpose()?;
+    let mut stats_file = args.stats.as_deref().map(|p| PendingFile::create(p, "--stats")).transpose()?;
+
+    let compiled = CompiledModel::new(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
+    let params = model.ir.param_values();
+    let options = SimOptions {
+        t_end: args.t_end,
+        every,
+        trajectories: args.trajectories,
+        seed: args.seed,
+        max_events: args.max_events,
+    };
+    let bar = if args.trajectories >= 2 {
+        let bar = ProgressBar::with_draw_target(Some(args.trajectories as u64), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} trajectories ({eta} left)") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let ensemble = Ensemble::run_observed(&compiled, &params, &options, &|| bar.inc(1));
+    bar.finish_and_clear();
+    let ensemble = ensemble.map_err(|e| sim_failure(&model, e))?;
+
+    let csv_failure = |e: csv::Error| match e.kind() {
+        csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe => None,
+        _ => Some(Failure::Internal(format!("cannot write output: {e}"))),
+    };
+    if let Some(f) = out_file.as_mut() {
+        write_trajectories(f.writer(), &ensemble, &compiled, &params).map_err(|e| csv_failure(e).unwrap_or(Failure::Internal("broken pipe".into())))?;
+    }
+    if let Some(f) = stats_file.as_mut() {
+        write_stats(f.writer(), &ensemble.stats(&compiled, &params))
+            .map_err(|e| csv_failure(e).unwrap_or(Failure::Internal("broken pipe".into())))?;
+    }
+    if let Some(f) = out_file {
+        f.commit()?;
+    }
+    if let Some(f) = stats_file {
+        f.commit()?;
+    }
+    if args.out.is_none() && args.stats.is_none() {
+        let stdout = std::io::stdout();
+        let mut lock = std::io::BufWriter::new(stdout.lock());
+        if let Err(e) = write_trajectories(&mut lock, &ensemble, &compiled, &params) {
+            if let Some(f) = csv_failure(e) {
+                return Err(f);
+            }
+            return Ok(());
+        }
+        lock.flush().or_else(stdout_error)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! The exact stochastic simulation engine: Gillespie's direct method over the JIT kernels.
+//!
+//! After each event only the propensities that read a changed species are recomputed (the fire
+//! kernel does this); the total `a0` is kept incrementally and re-summed every
+//! [`RESYNC_EVERY`] events, or at once after a large cancellation, so rounding cannot drift.
+//! Every trajectory draws from its own random stream keyed by `(seed, trajectory index)`, so an
+//! ensemble is bit-for-bit the same whatever the number of threads.
+
+mod output;
+
+pub use output::{StatRow, write_stats, write_trajectories};
+
+use crate::jit::CompiledModel;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Exp1};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How often the running total of the propensities is recomputed from scratch.
+pub const RESYNC_EVERY: u32 = 1024;
+
+/// The random stream of one trajectory.
+pub type TrajectoryRng = Xoshiro256PlusPlus;
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The random stream of trajectory `index` under `seed`: independent of thread scheduling.
+pub fn stream_rng(seed: u64, index: u64) -> TrajectoryRng {
+    let key = splitmix64(splitmix64(seed) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut bytes = [0u8; 32];
+    let mut s = key;
+    for chunk in bytes.chunks_mut(8) {
+        s = splitmix64(s);
+        chunk.copy_from_slice(&s.to_le_bytes());
+    }
+    Xoshiro256PlusPlus::from_seed(bytes)
+}
+
+/// Options of a simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimOptions {
+    /// The horizon.
+    pub t_end: f64,
+    /// Sampling interval of the output grid `0, every, 2 every, ..., t_end`.
+    pub every: f64,
+    /// Number of trajectories.
+    pub trajectories: usize,
+    /// Seed of the random streams.
+    pub seed: u64,
+    /// Events allowed per trajectory before the run is stopped as runaway.
+    pub max_events: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions { t_end: 1.0, every: 0.01, trajectories: 1, seed: 0, max_events: 100_000_000 }
+    }
+}
+
+impl SimOptions {
+    /// The sampling times: multiples of `every` up to `t_end`, and `t_end` itself.
+    pub fn grid(&self) -> Vec<f64> {
+        let steps = (self.t_end / self.every * (1.0 + 1e-12)).floor() as usize;
+        let mut times: Vec<f64> = (0..=steps).map(|k| k as f64 * self.every).collect();
+        if times.last().is_some_and(|&l| (self.t_end - l) > 1e-9 * self.t_end) {
+            times.push(self.t_end);
+        }
+        if let Some(l) = times.last_mut() {
+            *l = l.min(self.t_end);
+        }
+        times
+    }
+
+    fn validate(&self) -> Result<(), SimError> {
+        let bad = |m: String| Err(SimError::Options(m));
+        if !(self.t_end.is_finite() && self.t_end > 0.0) {
+            return bad(format!("the horizon must be a positive finite time, not {}", self.t_end));
+        }
+        if !(self.every.is_finite() && self.every > 0.0) {
+            return bad(format!("the sampling interval must be a positive finite time, not {}", self.every));
+        }
+        if self.t_end / self.every > 1e8 {
+            return bad(format!(
+                "sampling every {} up to {} gives more than 10^8 time points; choose a larger interval",
+                self.every, self.t_end
+            ));
+        }
+        if self.trajectories == 0 {
+            return bad("the number of trajectories must be at least 1".into());
+        }
+        if self.max_events == 0 {
+            return bad("the event limit must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A simulation failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimError {
+    /// The options are unusable.
+    Options(String),
+    /// A propensity evaluated to a negative number or NaN.
+    InvalidPropensity {
+        /// The reaction whose propensity is invalid.
+        reaction: String,
+        /// Its value.
+        value: f64,
+        /// When.
+        time: f64,
+        /// The state then, as (species, count).
+        state: Vec<(String, i64)>,
+        /// Which trajectory.
+        trajectory: usize,
+    },
+    /// A reaction fired that took a species below zero (its propensity was not zero when it
+    /// lacked reactants).
+    NegativeCount {
+        /// The reaction that fired.
+        reaction: String,
+        /// The species that went negative.
+        species: String,
+        /// When.
+        time: f64,
+        /// The state after firing.
+        state: Vec<(String, i64)>,
+        /// Which trajectory.
+        trajectory: usize,
+    },
+    /// The trajectory stopped because another one in the ensemble failed first (never returned
+    /// by [`Ensemble::run`], which reports the failure itself).
+    Cancelled,
+    /// A trajectory reached the event limit.
+    TooManyEvents {
+        /// The limit.
+        limit: u64,
+        /// How far it got.
+        time: f64,
+        /// Which trajectory.
+        trajectory: usize,
+        /// The state then.
+        state: Vec<(String, i64)>,
+    },
+}
+
+fn state_text(state: &[(String, i64)]) -> String {
+    state.iter().map(|(n, v)| format!("{n} = {v}")).collect::<Vec<_>>().join(", ")
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimError::Options(m) => f.write_str(m),
+            SimError::Cancelled => f.write_str("cancelled after another trajectory failed"),
+            SimError::InvalidPropensity { reaction, value, time, state, trajectory } => write!(
+                f,
+                "the propensity of reaction `{reaction}` is {value} at t = {time} in trajectory {trajectory} \
+                 (state: {}); propensities must be finite and non-negative. Check its rate law for \
+                 subtractions, divisions by zero, or logarithms of zero",
+                state_text(state)
+            ),
+            SimError::NegativeCount { reaction, species, time, state, trajectory } => write!(
+                f,
+                "reaction `{reaction}` fired at t = {time} in trajectory {trajectory} and left `{species}` \
+                 negative (state after: {}); a full propensity (`@=`) must be zero when its reactants are \
+                 missing, for example by multiplying by `{species}`, or use mass action (`@`)",
+                state_text(state)
+            ),
+            SimError::TooManyEvents { limit, time, trajectory, state } => write!(
+                f,
+                "trajectory {trajectory} reached the limit of {limit} events at t = {time} (state: {}); \
+                 the model may grow without bound. Shorten --t-end, or raise --max-events if this is expected",
+                state_text(state)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SimError {}
+
+/// The state of one running trajectory of the direct method.
+pub struct Trajectory<'m> {
+    compiled: &'m CompiledModel,
+    params: &'m [f64],
+    /// Copy numbers.
+    pub x: Vec<i64>,
+    /// Current propensities.
+    pub a: Vec<f64>,
+    /// Their running sum.
+    pub a0: f64,
+    /// Current time.
+    pub t: f64,
+    /// Events so far.
+    pub events: u64,
+    since_resync: u32,
+    index: usize,
+}
+
+impl<'m> Trajectory<'m> {
+    /// A trajectory at the model's initial state and time 0.
+    pub fn new(compiled: &'m CompiledModel, params: &'m [f64], index: usize) -> Result<Self, SimError> {
+        let x = compiled.model.initial_state();
+        let mut a = vec![0.0; compiled.n_reactions()];
+        let a0 = compiled.propensities(&x, params, 0.0, &mut a);
+        let tr = Trajectory { compiled, params, x, a, a0, t: 0.0, events: 0, since_resync: 0, index };
+        tr.check_propensities()?;
+        Ok(tr)
+    }
+
+    fn named_state(&self) -> Vec<(String, i64)> {
+        self.compiled.model.species.iter().zip(&self.x).map(|(s, &v)| (s.name.clone(), v)).collect()
+    }
+
+    fn check_propensities(&self) -> Result<(), SimError> {
+        match self.a.iter().position(|v| !(*v >= 0.0)) {
+            Some(k) => Err(SimError::InvalidPropensity {
+                reaction: self.compiled.model.reactions[k].name.clone(),
+                value: self.a[k],
+                time: self.t,
+                state: self.named_state(),
+                trajectory: self.index,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The reaction whose cumulative propensity first exceeds `r` (with `0 <= r < a0`).
+    #[inline]
+    fn select(&self, r: f64) -> Option<usize> {
+        let mut acc = 0.0;
+        for (j, &v) in self.a.iter().enumerate() {
+            acc += v;
+            if r < acc {
+                return Some(j);
+            }
+        }
+        None
+    }
+
+    /// Fires reaction `j` at the current time and updates the propensities.
+    #[inline]
+    pub fn fire(&mut self, j: usize) -> Result<(), SimError> {
+        // SAFETY: j < n_reactions (from select), and x, a, params have the model's sizes.
+        let delta = unsafe { self.compiled.fire_unchecked(j, &mut self.x, self.params, self.t, &mut self.a) };
+        if delta.is_nan() {
+            return Err(self.diagnose(j));
+        }
+        let before = self.a0;
+        self.a0 += delta;
+        self.events += 1;
+        self.since_resync += 1;
+        if self.since_resync >= RESYNC_EVERY || self.a0 < 1e-6 * before {
+            self.a0 = self.a.iter().sum();
+            self.since_resync = 0;
+        }
+        if self.compiled.model.time_dependent {
+            self.a0 = self.compiled.propensities(&self.x, self.params, self.t, &mut self.a);
+            self.check_propensities()?;
+        }
+        Ok(())
+    }
+
+    fn diagnose(&self, fired: usize) -> SimError {
+        if let Err(e) = self.check_propensities() {
+            return e;
+        }
+        let model = &self.compiled.model;
+        let species = self.x.iter().position(|&v| v < 0).map_or_else(String::new, |i| model.species[i].name.clone());
+        SimError::NegativeCount {
+            reaction: model.reactions[fired].name.clone(),
+            species,
+            time: self.t,
+            state: self.named_state(),
+            trajectory: self.index,
+        }
+    }
+
+    /// Runs the direct method up to `t_end`, calling `sample(k, x)` for every grid time
+    /// `times[k]` with the state at that time. Stops early with an error when `stop` is raised.
+    pub fn run_to(
+        &mut self,
+        times: &[f64],
+        t_end: f64,
+        max_events: u64,
+        rng: &mut TrajectoryRng,
+        mut sample: impl FnMut(usize, &[i64]),
+        stop: &AtomicBool,
+    ) -> Result<(), SimError> {
+        let mut next = times.iter().position(|&g| g >= self.t).unwrap_or(times.len());
+        loop {
+            let t_next = if self.a0 > 0.0 {
+                let e: f64 = Exp1.sample(rng);
+                self.t + e / self.a0
+            } else {
+                f64::INFINITY
+            };
+            while next < times.len() && times[next] < t_next {
+                sample(next, &self.x);
+                next += 1;
+            }
+            if t_next > t_end {
+                self.t = t_end;
+                return Ok(());
+            }
+            self.t = t_next;
+            if self.events >= max_events {
+                return Err(SimError::TooManyEvents {
+                    limit: max_events,
+                    time: self.t,
+                    trajectory: self.index,
+                    state: self.named_state(),
+                });
+            }
+            if self.events % 65_536 == 0 && stop.load(Ordering::Relaxed) {
+                return Err(SimError::Cancelled);
+            }
+            let j = match self.select(rng.random::<f64>() * self.a0) {
+                Some(j) => j,
+                None => {
+                    // Rounding left a0 above the true sum: re-sum and draw again.
+                    self.a0 = self.a.iter().sum();
+                    self.since_resync = 0;
+                    if self.a0 <= 0.0 {
+                        continue;
+                    }
+                    let r = rng.random::<f64>() * self.a0;
+                    self.select(r).unwrap_or_else(|| self.a.iter().rposition(|&v| v > 0.0).unwrap_or(0))
+                }
+            };
+            self.fire(j)?;
+        }
+    }
+}
+
+/// Trajectories sampled on a common time grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ensemble {
+    /// The sampling times.
+    pub times: Vec<f64>,
+    /// Species names, in state order.
+    pub species: Vec<String>,
+    /// Number of trajectories.
+    pub trajectories: usize,
+    /// Copy numbers, indexed `[trajectory][time][species]`.
+    pub data: Vec<i64>,
+    /// Total number of events over all trajectories.
+    pub events: u64,
+}
+
+impl Ensemble {
+    /// Runs `options.trajectories` exact trajectories in parallel.
+    pub fn run(compiled: &CompiledModel, params: &[f64], options: &SimOptions) -> Result<Ensemble, SimError> {
+        Self::run_observed(compiled, params, options, &|| {})
+    }
+
+    /// Like [`Ensemble::run`], calling `done` as each trajectory finishes (for progress bars).
+    pub fn run_observed(
+        compiled: &CompiledModel,
+        params: &[f64],
+        options: &SimOptions,
+        done: &(dyn Fn() + Sync),
+    ) -> Result<Ensemble, SimError> {
+        options.validate()?;
+        if params.len() != compiled.model.params.len() {
+            return Err(SimError::Options(format!(
+                "expected {} parameter values, got {}",
+                compiled.model.params.len(),
+                params.len()
+            )));
+        }
+        let times = options.grid();
+        let ns = compiled.n_species();
+        let stop = AtomicBool::new(false);
+        let results: Vec<Result<(Vec<i64>, u64), SimError>> = (0..options.trajectories)
+            .into_par_iter()
+            .map(|index| {
+                let mut rng = stream_rng(options.seed, index as u64);
+                let mut out = vec![0i64; times.len() * ns];
+                let run = Trajectory::new(compiled, params, index).and_then(|mut tr| {
+                    tr.run_to(
+                        &times,
+                        options.t_end,
+                        options.max_events,
+                        &mut rng,
+                        |k, x| out[k * ns..(k + 1) * ns].copy_from_slice(x),
+                        &stop,
+                    )?;
+                    Ok(tr.events)
+                });
+                if run.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                done();
+                run.map(|events| (out, events))
+            })
+            .collect();
+        let mut data = Vec::with_capacity(options.trajectories * times.len() * ns);
+        let mut events = 0;
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok((d, e)) => {
+                    data.extend_from_slice(&d);
+                    events += e;
+                }
+                Err(SimError::Cancelled) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let species = compiled.model.species.iter().map(|s| s.name.clone()).collect();
+        Ok(Ensemble { times, species, trajectories: options.trajectories, data, events })
+    }
+
+    /// The state of trajectory `n` at time index `k`.
+    pub fn state(&self, n: usize, k: usize) -> &[i64] {
+        let ns = self.species.len();
+        let base = (n * self.times.len() + k) * ns;
+        &self.data[base..base + ns]
+    }
+}

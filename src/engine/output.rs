@@ -1,0 +1,102 @@
+//! Writing ensembles: the trajectories CSV and the tidy statistics CSV of the CLI contract.
+
+use super::Ensemble;
+use crate::jit::CompiledModel;
+use std::io::Write;
+
+/// One row of the statistics table: mean and sample standard deviation of one species or
+/// observable at one time over the ensemble.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatRow {
+    /// The sampling time.
+    pub time: f64,
+    /// Species or observable name.
+    pub name: String,
+    /// Mean over trajectories.
+    pub mean: f64,
+    /// Sample standard deviation (n - 1 denominator); `None` for a single trajectory.
+    pub sd: Option<f64>,
+}
+
+/// Names of the output columns after `trajectory,time`: species then observables.
+fn value_names(compiled: &CompiledModel) -> Vec<String> {
+    let m = &compiled.model;
+    m.species.iter().map(|s| s.name.clone()).chain(m.observables.iter().map(|o| o.name.clone())).collect()
+}
+
+/// Writes `trajectory,time,<species...>,<observables...>`, one row per trajectory and time.
+pub fn write_trajectories(
+    out: impl Write,
+    ensemble: &Ensemble,
+    compiled: &CompiledModel,
+    params: &[f64],
+) -> csv::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    let mut header = vec!["trajectory".to_string(), "time".to_string()];
+    header.extend(value_names(compiled));
+    w.write_record(&header)?;
+    let mut obs = vec![0.0; compiled.model.observables.len()];
+    let mut record: Vec<String> = Vec::with_capacity(header.len());
+    for n in 0..ensemble.trajectories {
+        for (k, &t) in ensemble.times.iter().enumerate() {
+            let x = ensemble.state(n, k);
+            record.clear();
+            record.push(n.to_string());
+            record.push(t.to_string());
+            record.extend(x.iter().map(i64::to_string));
+            if !obs.is_empty() {
+                compiled.observables(x, params, t, &mut obs);
+                record.extend(obs.iter().map(f64::to_string));
+            }
+            w.write_record(&record)?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+impl Ensemble {
+    /// Mean and standard deviation of every species and observable at every time.
+    pub fn stats(&self, compiled: &CompiledModel, params: &[f64]) -> Vec<StatRow> {
+        let names = value_names(compiled);
+        let ns = self.species.len();
+        let nv = names.len();
+        let mut obs = vec![0.0; nv - ns];
+        let mut rows = Vec::with_capacity(self.times.len() * nv);
+        let n = self.trajectories as f64;
+        for (k, &t) in self.times.iter().enumerate() {
+            // Welford's update: stable for large counts.
+            let mut mean = vec![0.0; nv];
+            let mut m2 = vec![0.0; nv];
+            for traj in 0..self.trajectories {
+                let x = self.state(traj, k);
+                if !obs.is_empty() {
+                    compiled.observables(x, params, t, &mut obs);
+                }
+                let values = x.iter().map(|&v| v as f64).chain(obs.iter().copied());
+                for (i, v) in values.enumerate() {
+                    let d = v - mean[i];
+                    mean[i] += d / (traj + 1) as f64;
+                    m2[i] += d * (v - mean[i]);
+                }
+            }
+            for i in 0..nv {
+                let sd = (self.trajectories > 1).then(|| (m2[i] / (n - 1.0)).sqrt());
+                rows.push(StatRow { time: t, name: names[i].clone(), mean: mean[i], sd });
+            }
+        }
+        rows
+    }
+}
+
+/// Writes the tidy statistics table `time,name,mean,sd` (sd empty for a single trajectory).
+pub fn write_stats(out: impl Write, rows: &[StatRow]) -> csv::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(["time", "name", "mean", "sd"])?;
+    for r in rows {
+        let sd = r.sd.map_or_else(String::new, |s| s.to_string());
+        w.write_record([r.time.to_string(), r.name.clone(), r.mean.to_string(), sd])?;
+    }
+    w.flush()?;
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! The intermediate representation: a checked model with resolved indices.
+//!
+//! Constants and observables are inlined into the expressions that use them, so an IR expression
+//! reads only species, free parameters, numbers and time. Parameters stay symbolic because fitting
+//! and design change them between runs; everything else is fixed at lowering.
+
+mod lower;
+mod display;
+
+pub use lower::lower;
+
+use crate::syntax::ast::Span;
+
+/// A built-in function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Func {
+    /// `exp(x)`
+    Exp,
+    /// `log(x)`, natural logarithm
+    Log,
+    /// `sqrt(x)`
+    Sqrt,
+    /// `abs(x)`
+    Abs,
+    /// `min(a, b)`
+    Min,
+    /// `max(a, b)`
+    Max,
+    /// `pow(a, b)`, the same as `a ^ b`
+    Pow,
+    /// `hill(x, K, n) = x^n / (K^n + x^n)`
+    Hill,
+    /// `hillr(x, K, n) = K^n / (K^n + x^n)`
+    Hillr,
+}
+
+impl Func {
+    /// Every built-in function with its name and arity.
+    pub const ALL: [(Func, &'static str, usize); 9] = [
+        (Func::Exp, "exp", 1),
+        (Func::Log, "log", 1),
+        (Func::Sqrt, "sqrt", 1),
+        (Func::Abs, "abs", 1),
+        (Func::Min, "min", 2),
+        (Func::Max, "max", 2),
+        (Func::Pow, "pow", 2),
+        (Func::Hill, "hill", 3),
+        (Func::Hillr, "hillr", 3),
+    ];
+    /// The function called `name`, if there is one.
+    pub fn by_name(name: &str) -> Option<(Func, usize)> {
+        Func::ALL.iter().find(|(_, n, _)| *n == name).map(|(f, _, a)| (*f, *a))
+    }
+    /// The name as written in `.rxn` files.
+    pub fn name(self) -> &'static str {
+        Func::ALL.iter().find(|(f, _, _)| *f == self).map(|(_, n, _)| *n).unwrap_or("?")
+    }
+}
+
+/// A binary operator of the IR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `^`
+    Pow,
+}
+
+/// An IR expression: names resolved to indices, constants and observables inlined.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// A number.
+    Num(f64),
+    /// The copy number of species `i`.
+    Species(usize),
+    /// Free parameter `i`.
+    Param(usize),
+    /// Time.
+    Time,
+    /// `-e`
+    Neg(Box<Expr>),
+    /// `a op b`
+    Bin(BinOp, Box<Expr>, Box<Expr>),
+    /// A built-in function call.
+    Call(Func, Vec<Expr>),
+    /// `x choose s` for species `x`, written as the falling factorial
+    /// `x (x-1) ... (x-s+1) / s!`: exact on counts (zero when `x < s`), and a smooth polynomial
+    /// extension between them for gradient estimators that relax the state.
+    Choose(usize, u32),
+}
+
+impl Expr {
+    /// `a * b`, folding the multiplicative identity.
+    pub fn mul(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (Expr::Num(x), _) if *x == 1.0 => b,
+            (_, Expr::Num(y)) if *y == 1.0 => a,
+            _ => Expr::Bin(BinOp::Mul, Box::new(a), Box::new(b)),
+        }
+    }
+
+    /// Evaluates the expression on a state, parameter vector and time (the reference semantics the
+    /// JIT is tested against).
+    pub fn eval(&self, x: &[f64], p: &[f64], t: f64) -> f64 {
+        match self {
+            Expr::Num(v) => *v,
+            Expr::Species(i) => x[*i],
+            Expr::Param(i) => p[*i],
+            Expr::Time => t,
+            Expr::Neg(a) => -a.eval(x, p, t),
+            Expr::Bin(op, a, b) => {
+                let (a, b) = (a.eval(x, p, t), b.eval(x, p, t));
+                match op {
+                    BinOp::Add => a + b,
+                    BinOp::Sub => a - b,
+                    BinOp::Mul => a * b,
+                    BinOp::Div => a / b,
+                    BinOp::Pow => a.powf(b),
+                }
+            }
+            Expr::Call(f, args) => {
+                let v: Vec<f64> = args.iter().map(|a| a.eval(x, p, t)).collect();
+                apply(*f, &v)
+            }
+            Expr::Choose(i, s) => choose(x[*i], *s),
+        }
+    }
+
+    /// Calls `f` on every species index the expression reads.
+    pub fn visit_species(&self, f: &mut impl FnMut(usize)) {
+        match self {
+            Expr::Species(i) | Expr::Choose(i, _) => f(*i),
+            Expr::Num(_) | Expr::Param(_) | Expr::Time => {}
+            Expr::Neg(a) => a.visit_species(f),
+            Expr::Bin(_, a, b) => {
+                a.visit_species(f);
+                b.visit_species(f);
+            }
+            Expr::Call(_, args) => args.iter().for_each(|a| a.visit_species(f)),
+        }
+    }
+
+    /// Whether the expression reads time.
+    pub fn uses_time(&self) -> bool {
+        match self {
+            Expr::Time => true,
+            Expr::Num(_) | Expr::Param(_) | Expr::Species(_) | Expr::Choose(..) => false,
+            Expr::Neg(a) => a.uses_time(),
+            Expr::Bin(_, a, b) => a.uses_time() || b.uses_time(),
+            Expr::Call(_, args) => args.iter().any(Expr::uses_time),
+        }
+    }
+}
+
+/// The falling-factorial binomial coefficient `x (x-1) ... (x-s+1) / s!`.
+pub fn choose(x: f64, s: u32) -> f64 {
+    // The product first, then one division: exact for counts below 2^53 when the result is whole.
+    let mut product = x;
+    let mut factorial = 1.0;
+    for j in 1..s {
+        product *= x - j as f64;
+        factorial *= (j + 1) as f64;
+    }
+    if factorial == 1.0 { product } else { product / factorial }
+}
+
+/// Applies a built-in function to evaluated arguments.
+pub fn apply(f: Func, v: &[f64]) -> f64 {
+    match f {
+        Func::Exp => v[0].exp(),
+        Func::Log => v[0].ln(),
+        Func::Sqrt => v[0].sqrt(),
+        Func::Abs => v[0].abs(),
+        // NaN-propagating, like the JIT's fmin/fmax: a NaN must never be silently dropped.
+        Func::Min if v[0].is_nan() || v[1].is_nan() => f64::NAN,
+        Func::Max if v[0].is_nan() || v[1].is_nan() => f64::NAN,
+        Func::Min => v[0].min(v[1]),
+        Func::Max => v[0].max(v[1]),
+        Func::Pow => v[0].powf(v[1]),
+        Func::Hill => hill(v[0], v[1], v[2]),
+        Func::Hillr => hillr(v[0], v[1], v[2]),
+    }
+}
+
+/// `x^n / (K^n + x^n)`.
+pub fn hill(x: f64, k: f64, n: f64) -> f64 {
+    let xn = x.powf(n);
+    xn / (k.powf(n) + xn)
+}
+
+/// `K^n / (K^n + x^n)`.
+pub fn hillr(x: f64, k: f64, n: f64) -> f64 {
+    let kn = k.powf(n);
+    kn / (kn + x.powf(n))
+}
+
+/// A species.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Species {
+    /// Its name.
+    pub name: String,
+    /// Initial copy number.
+    pub initial: i64,
+    /// Where it was declared.
+    pub span: Span,
+}
+
+/// A free parameter: fitted or designed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// Its name.
+    pub name: String,
+    /// Its value in the file.
+    pub value: f64,
+    /// `in [lo, hi]`; without bounds the parameter is a positive rate.
+    pub bounds: Option<(f64, f64)>,
+    /// Where it was declared.
+    pub span: Span,
+}
+
+/// A named constant, kept for display: its uses are inlined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Const {
+    /// Its name.
+    pub name: String,
+    /// Its definition over parameters and numbers.
+    pub expr: Expr,
+    /// Its value at the file's parameter values.
+    pub value: f64,
+}
+
+/// A named expression over species, parameters and constants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observable {
+    /// Its name.
+    pub name: String,
+    /// Its definition.
+    pub expr: Expr,
+}
+
+/// How a reaction's propensity was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLaw {
+    /// `@ k`: `k` times the binomial coefficients of the reactants.
+    MassAction,
+    /// `@= e`: `e` is the propensity.
+    Full,
+}
+
+/// One (irreversible) reaction channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reaction {
+    /// Its label, or a generated name (`R3`, `r.fwd`, `R4.rev`).
+    pub name: String,
+    /// (species, coefficient) consumed.
+    pub reactants: Vec<(usize, u32)>,
+    /// (species, coefficient) produced.
+    pub products: Vec<(usize, u32)>,
+    /// Net change of the state: (species, change), non-zero entries only, by species index.
+    pub net: Vec<(usize, i64)>,
+    /// How the rate was written.
+    pub law: RateLaw,
+    /// The rate as written (the rate constant for mass action).
+    pub rate: Expr,
+    /// The whole propensity.
+    pub propensity: Expr,
+    /// The reaction statement it came from.
+    pub span: Span,
+}
+
+/// A checked model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// Species in declaration order.
+    pub species: Vec<Species>,
+    /// Free parameters in declaration order.
+    pub params: Vec<Param>,
+    /// Constants in declaration order (inlined everywhere; kept for display).
+    pub consts: Vec<Const>,
+    /// Observables in declaration order.
+    pub observables: Vec<Observable>,
+    /// Reaction channels (a reversible reaction gives two, forward then reverse).
+    pub reactions: Vec<Reaction>,
+    /// For each reaction `j`, the reactions whose propensities read a species that `j` changes
+    /// (including `j` itself when it does), in increasing order.
+    pub dependents: Vec<Vec<usize>>,
+    /// Whether any propensity reads time.
+    pub time_dependent: bool,
+}
+
+impl Model {
+    /// Initial state as floating-point counts.
+    pub fn initial_state(&self) -> Vec<i64> {
+        self.species.iter().map(|s| s.initial).collect()
+    }
+    /// The parameter values written in the file.
+    pub fn param_values(&self) -> Vec<f64> {
+        self.params.iter().map(|p| p.value).collect()
+    }
+    /// Index of a species by name.
+    pub fn species_index(&self, name: &str) -> Option<usize> {
+        self.species.iter().position(|s| s.name == name)
+    }
+    /// Index of a parameter by name.
+    pub fn param_index(&self, name: &str) -> Option<usize> {
+        self.params.iter().position(|p| p.name == name)
+    }
+    /// Index of a reaction by name.
+    pub fn reaction_index(&self, name: &str) -> Option<usize> {
+        self.reactions.iter().position(|r| r.name == name)
+    }
+
+    /// Computes the dependency graph from the reactions' net changes and the species their
+    /// propensities read.
+    pub(crate) fn dependency_graph(reactions: &[Reaction], n_species: usize) -> Vec<Vec<usize>> {
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n_species];
+        for (k, r) in reactions.iter().enumerate() {
+            r.propensity.visit_species(&mut |i| {
+                if readers[i].last() != Some(&k) {
+                    readers[i].push(k);
+                }
+            });
+        }
+        reactions
+            .iter()
+            .map(|r| {
+                let mut deps: Vec<usize> = r.net.iter().flat_map(|(i, _)| readers[*i].iter().copied()).collect();
+                deps.sort_unstable();
+                deps.dedup();
+                deps
+            })
+            .collect()
+    }
+}
