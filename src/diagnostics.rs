@@ -21,7 +21,10 @@ pub struct SourceFile {
 impl SourceFile {
     /// A source file from a name and its text.
     pub fn new(name: impl Into<String>, text: impl Into<Arc<str>>) -> Self {
-        SourceFile { name: name.into(), text: text.into() }
+        SourceFile {
+            name: name.into(),
+            text: text.into(),
+        }
     }
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
@@ -47,8 +50,18 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic of class `code` with a message and a primary label.
-    pub fn new(code: &'static str, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
-        Diagnostic { code, message: message.into(), labels: vec![(span, label.into())], help: None }
+    pub fn new(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            code,
+            message: message.into(),
+            labels: vec![(span, label.into())],
+            help: None,
+        }
     }
     /// Adds a help line.
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -88,20 +101,25 @@ impl miette::Diagnostic for Located<'_> {
         Some(Box::new(self.diagnostic.code))
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.diagnostic.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.diagnostic
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
         Some(&self.source)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        Some(Box::new(self.diagnostic.labels.iter().enumerate().map(|(i, (span, text))| {
-            let text = (!text.is_empty()).then(|| text.clone());
-            if i == 0 {
-                LabeledSpan::new_primary_with_span(text, *span)
-            } else {
-                LabeledSpan::new_with_span(text, *span)
-            }
-        })))
+        Some(Box::new(self.diagnostic.labels.iter().enumerate().map(
+            |(i, (span, text))| {
+                let text = (!text.is_empty()).then(|| text.clone());
+                if i == 0 {
+                    LabeledSpan::new_primary_with_span(text, *span)
+                } else {
+                    LabeledSpan::new_with_span(text, *span)
+                }
+            },
+        )))
     }
 }
 
@@ -134,7 +152,10 @@ impl ModelError {
         let source = NamedSource::new(self.source.name.clone(), self.source.text.clone());
         let mut out = String::new();
         for d in &self.diagnostics {
-            let located = Located { diagnostic: d, source: source.clone() };
+            let located = Located {
+                diagnostic: d,
+                source: source.clone(),
+            };
             if handler.render_report(&mut out, &located).is_err() {
                 out.push_str(&d.message);
             }
@@ -155,7 +176,11 @@ impl fmt::Display for ModelError {
                 writeln!(f)?;
             }
             let (line, col) = self.source.line_col(d.span().start);
-            write!(f, "{}:{}:{}: {} [{}]", self.source.name, line, col, d.message, d.code)?;
+            write!(
+                f,
+                "{}:{}:{}: {} [{}]",
+                self.source.name, line, col, d.message, d.code
+            )?;
         }
         Ok(())
     }

@@ -23,12 +23,12 @@
 //! assert!((mean - 10.0).abs() < 1.5); // Poisson(10) at stationarity
 //! ```
 
+pub mod cli;
 pub mod diagnostics;
 pub mod engine;
 pub mod ir;
 pub mod jit;
 pub mod syntax;
-pub mod cli;
 
 pub use diagnostics::{Diagnostic, ModelError, SourceFile};
 
@@ -63,9 +63,14 @@ impl Model {
     /// Parses and checks a model from text; `name` is shown in diagnostics.
     pub fn parse(name: &str, text: &str) -> Result<Model, ModelError> {
         let source = SourceFile::new(name, text);
-        let file = syntax::parse(text)
-            .map_err(|d| ModelError { source: source.clone(), diagnostics: vec![d] })?;
-        let ir = ir::lower(&file).map_err(|diagnostics| ModelError { source: source.clone(), diagnostics })?;
+        let file = syntax::parse(text).map_err(|d| ModelError {
+            source: source.clone(),
+            diagnostics: vec![d],
+        })?;
+        let ir = ir::lower(&file).map_err(|diagnostics| ModelError {
+            source: source.clone(),
+            diagnostics,
+        })?;
         Ok(Model { source, ir })
     }
 
@@ -73,7 +78,10 @@ impl Model {
     pub fn load(path: impl AsRef<Path>) -> Result<Model, LoadError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+            path: shown.clone(),
+            source,
+        })?;
         Ok(Model::parse(&shown, &text)?)
     }
 }

@@ -77,12 +77,22 @@ impl From<LoadError> for Failure {
 
 /// How to draw diagnostics on this process's standard error.
 pub fn style() -> Style {
-    if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() { Style::Fancy } else { Style::Plain }
+    if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        Style::Fancy
+    } else {
+        Style::Plain
+    }
 }
 
 /// Renders a diagnostic about a model's text (for runtime errors that point at a reaction).
 pub fn model_diagnostic(model: &Model, d: Diagnostic) -> Failure {
-    Failure::Input(ModelError { source: model.source.clone(), diagnostics: vec![d] }.render(style()))
+    Failure::Input(
+        ModelError {
+            source: model.source.clone(),
+            diagnostics: vec![d],
+        }
+        .render(style()),
+    )
 }
 
 /// Runs the command line and returns the exit status.
@@ -115,7 +125,9 @@ pub fn main() -> i32 {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            eprintln!("internal error: rxnc stopped unexpectedly ({what}); please report this with the model file");
+            eprintln!(
+                "internal error: rxnc stopped unexpectedly ({what}); please report this with the model file"
+            );
             2
         }
     }

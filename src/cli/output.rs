@@ -17,11 +17,20 @@ pub struct PendingFile {
 impl PendingFile {
     /// Creates the temporary file now, so that an unwritable path fails before any work is done.
     pub fn create(dest: &Path, flag: &str) -> Result<PendingFile, Failure> {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.is_empty() || dest.is_dir() {
             return Err(Failure::input(
-                format!("`{}` given to {flag} is a directory, not a file", dest.display()),
-                format!("give a file name, for example {flag} {}", Path::new(&dest).join("out.csv").display()),
+                format!(
+                    "`{}` given to {flag} is a directory, not a file",
+                    dest.display()
+                ),
+                format!(
+                    "give a file name, for example {flag} {}",
+                    Path::new(&dest).join("out.csv").display()
+                ),
             ));
         }
         let temp = dest.with_file_name(format!(".{name}.rxnc-{}.tmp", std::process::id()));
@@ -31,18 +40,29 @@ impl PendingFile {
                 "check that the directory exists and is writable",
             )
         })?;
-        Ok(PendingFile { temp, dest: dest.to_path_buf(), writer: Some(BufWriter::new(file)) })
+        Ok(PendingFile {
+            temp,
+            dest: dest.to_path_buf(),
+            writer: Some(BufWriter::new(file)),
+        })
     }
 
     /// The writer for the contents.
     pub fn writer(&mut self) -> &mut BufWriter<File> {
-        self.writer.as_mut().expect("writer is present until commit")
+        self.writer
+            .as_mut()
+            .expect("writer is present until commit")
     }
 
     /// Flushes and gives the file its real name.
     pub fn commit(mut self) -> Result<(), Failure> {
         let w = self.writer.take().expect("writer is present until commit");
-        let fail = |e: io::Error| Failure::input(format!("cannot write `{}`: {e}", self.dest.display()), "check free disk space and permissions");
+        let fail = |e: io::Error| {
+            Failure::input(
+                format!("cannot write `{}`: {e}", self.dest.display()),
+                "check free disk space and permissions",
+            )
+        };
         let file = w.into_inner().map_err(|e| fail(e.into_error()))?;
         file.sync_all().map_err(fail)?;
         std::fs::rename(&self.temp, &self.dest).map_err(fail)?;
@@ -60,11 +80,19 @@ impl Drop for PendingFile {
 
 /// Maps an error writing to standard output: a closed pipe (`rxnc ... | head`) ends quietly.
 pub fn stdout_error(e: io::Error) -> Result<(), Failure> {
-    if e.kind() == io::ErrorKind::BrokenPipe { Ok(()) } else { Err(Failure::Internal(format!("cannot write to standard output: {e}"))) }
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Failure::Internal(format!(
+            "cannot write to standard output: {e}"
+        )))
+    }
 }
 
 /// Prints text to standard output.
 pub fn print_stdout(text: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|_| out.flush()).or_else(stdout_error)
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .or_else(stdout_error)
 }

@@ -21,7 +21,12 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "DT")]
     every: Option<f64>,
     /// Number of trajectories.
-    #[arg(short = 'n', long = "trajectories", value_name = "N", default_value_t = 1)]
+    #[arg(
+        short = 'n',
+        long = "trajectories",
+        value_name = "N",
+        default_value_t = 1
+    )]
     trajectories: usize,
     /// Seed of the random streams (trajectory i uses the stream keyed by (seed, i)).
     #[arg(long, value_name = "S", default_value_t = 0)]
@@ -43,23 +48,36 @@ pub struct SimulateArgs {
 /// Turns a simulation failure into a diagnostic pointing at the reaction responsible.
 pub fn sim_failure(model: &Model, e: SimError) -> Failure {
     let reaction = match &e {
-        SimError::InvalidPropensity { reaction, .. } | SimError::NegativeCount { reaction, .. } => Some(reaction),
+        SimError::InvalidPropensity { reaction, .. } | SimError::NegativeCount { reaction, .. } => {
+            Some(reaction)
+        }
         _ => None,
     };
     match reaction.and_then(|name| model.ir.reactions.iter().find(|r| &r.name == name)) {
         Some(r) => {
             let (code, label) = match &e {
-                SimError::InvalidPropensity { .. } => ("rxn::runtime::propensity", "this propensity"),
+                SimError::InvalidPropensity { .. } => {
+                    ("rxn::runtime::propensity", "this propensity")
+                }
                 _ => ("rxn::runtime::negative_count", "this reaction"),
             };
             let text = e.to_string();
             let (message, help) = text.split_once("; ").unwrap_or((&text, ""));
             let d = Diagnostic::new(code, message.to_string(), r.span, label);
-            model_diagnostic(model, if help.is_empty() { d } else { d.with_help(help.to_string()) })
+            model_diagnostic(
+                model,
+                if help.is_empty() {
+                    d
+                } else {
+                    d.with_help(help.to_string())
+                },
+            )
         }
         None => {
             let text = e.to_string();
-            let (message, help) = text.split_once(". ").unwrap_or((&text, "see rxnc simulate --help"));
+            let (message, help) = text
+                .split_once(". ")
+                .unwrap_or((&text, "see rxnc simulate --help"));
             Failure::input(message, help)
         }
     }
@@ -75,21 +93,40 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     }
     let every = args.every.unwrap_or(args.t_end / 100.0);
     if !(every.is_finite() && every > 0.0) {
-        return Err(Failure::input(format!("--every must be a positive time, not {every}"), "for example --every 1"));
+        return Err(Failure::input(
+            format!("--every must be a positive time, not {every}"),
+            "for example --every 1",
+        ));
     }
     if args.trajectories == 0 {
-        return Err(Failure::input("-n must be at least 1", "for example -n 1000"));
+        return Err(Failure::input(
+            "-n must be at least 1",
+            "for example -n 1000",
+        ));
     }
     if let Some(k) = args.threads {
         if k == 0 {
-            return Err(Failure::input("--threads must be at least 1", "leave it out to use every core"));
+            return Err(Failure::input(
+                "--threads must be at least 1",
+                "leave it out to use every core",
+            ));
         }
         // Only fails when a pool exists already, which cannot happen before this point.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(k).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(k)
+            .build_global();
     }
     // Open outputs first: an unwritable path fails before the simulation, not after it.
-    let mut out_file = args.out.as_deref().map(|p| PendingFile::create(p, "--out")).transpose()?;
-    let mut stats_file = args.stats.as_deref().map(|p| PendingFile::create(p, "--stats")).transpose()?;
+    let mut out_file = args
+        .out
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--out"))
+        .transpose()?;
+    let mut stats_file = args
+        .stats
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--stats"))
+        .transpose()?;
 
     let compiled = CompiledModel::new(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
     let params = model.ir.param_values();
@@ -101,8 +138,13 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         max_events: args.max_events,
     };
     let bar = if args.trajectories >= 2 {
-        let bar = ProgressBar::with_draw_target(Some(args.trajectories as u64), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} trajectories ({eta} left)") {
+        let bar = ProgressBar::with_draw_target(
+            Some(args.trajectories as u64),
+            ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} trajectories ({eta} left)",
+        ) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar
@@ -118,7 +160,8 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         _ => Some(Failure::Internal(format!("cannot write output: {e}"))),
     };
     if let Some(f) = out_file.as_mut() {
-        write_trajectories(f.writer(), &ensemble, &compiled, &params).map_err(|e| csv_failure(e).unwrap_or(Failure::Internal("broken pipe".into())))?;
+        write_trajectories(f.writer(), &ensemble, &compiled, &params)
+            .map_err(|e| csv_failure(e).unwrap_or(Failure::Internal("broken pipe".into())))?;
     }
     if let Some(f) = stats_file.as_mut() {
         write_stats(f.writer(), &ensemble.stats(&compiled, &params))

@@ -60,7 +60,13 @@ pub struct SimOptions {
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions { t_end: 1.0, every: 0.01, trajectories: 1, seed: 0, max_events: 100_000_000 }
+        SimOptions {
+            t_end: 1.0,
+            every: 0.01,
+            trajectories: 1,
+            seed: 0,
+            max_events: 100_000_000,
+        }
     }
 }
 
@@ -69,7 +75,10 @@ impl SimOptions {
     pub fn grid(&self) -> Vec<f64> {
         let steps = (self.t_end / self.every * (1.0 + 1e-12)).floor() as usize;
         let mut times: Vec<f64> = (0..=steps).map(|k| k as f64 * self.every).collect();
-        if times.last().is_some_and(|&l| (self.t_end - l) > 1e-9 * self.t_end) {
+        if times
+            .last()
+            .is_some_and(|&l| (self.t_end - l) > 1e-9 * self.t_end)
+        {
             times.push(self.t_end);
         }
         if let Some(l) = times.last_mut() {
@@ -81,10 +90,16 @@ impl SimOptions {
     fn validate(&self) -> Result<(), SimError> {
         let bad = |m: String| Err(SimError::Options(m));
         if !(self.t_end.is_finite() && self.t_end > 0.0) {
-            return bad(format!("the horizon must be a positive finite time, not {}", self.t_end));
+            return bad(format!(
+                "the horizon must be a positive finite time, not {}",
+                self.t_end
+            ));
         }
         if !(self.every.is_finite() && self.every > 0.0) {
-            return bad(format!("the sampling interval must be a positive finite time, not {}", self.every));
+            return bad(format!(
+                "the sampling interval must be a positive finite time, not {}",
+                self.every
+            ));
         }
         if self.t_end / self.every > 1e8 {
             return bad(format!(
@@ -151,7 +166,11 @@ pub enum SimError {
 }
 
 fn state_text(state: &[(String, i64)]) -> String {
-    state.iter().map(|(n, v)| format!("{n} = {v}")).collect::<Vec<_>>().join(", ")
+    state
+        .iter()
+        .map(|(n, v)| format!("{n} = {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for SimError {
@@ -159,21 +178,38 @@ impl fmt::Display for SimError {
         match self {
             SimError::Options(m) => f.write_str(m),
             SimError::Cancelled => f.write_str("cancelled after another trajectory failed"),
-            SimError::InvalidPropensity { reaction, value, time, state, trajectory } => write!(
+            SimError::InvalidPropensity {
+                reaction,
+                value,
+                time,
+                state,
+                trajectory,
+            } => write!(
                 f,
                 "the propensity of reaction `{reaction}` is {value} at t = {time} in trajectory {trajectory} \
                  (state: {}); propensities must be finite and non-negative. Check its rate law for \
                  subtractions, divisions by zero, or logarithms of zero",
                 state_text(state)
             ),
-            SimError::NegativeCount { reaction, species, time, state, trajectory } => write!(
+            SimError::NegativeCount {
+                reaction,
+                species,
+                time,
+                state,
+                trajectory,
+            } => write!(
                 f,
                 "reaction `{reaction}` fired at t = {time} in trajectory {trajectory} and left `{species}` \
                  negative (state after: {}); a full propensity (`@=`) must be zero when its reactants are \
                  missing, for example by multiplying by `{species}`, or use mass action (`@`)",
                 state_text(state)
             ),
-            SimError::TooManyEvents { limit, time, trajectory, state } => write!(
+            SimError::TooManyEvents {
+                limit,
+                time,
+                trajectory,
+                state,
+            } => write!(
                 f,
                 "trajectory {trajectory} reached the limit of {limit} events at t = {time} (state: {}); \
                  the model may grow without bound. Shorten --t-end, or raise --max-events if this is expected",
@@ -205,17 +241,37 @@ pub struct Trajectory<'m> {
 
 impl<'m> Trajectory<'m> {
     /// A trajectory at the model's initial state and time 0.
-    pub fn new(compiled: &'m CompiledModel, params: &'m [f64], index: usize) -> Result<Self, SimError> {
+    pub fn new(
+        compiled: &'m CompiledModel,
+        params: &'m [f64],
+        index: usize,
+    ) -> Result<Self, SimError> {
         let x = compiled.model.initial_state();
         let mut a = vec![0.0; compiled.n_reactions()];
         let a0 = compiled.propensities(&x, params, 0.0, &mut a);
-        let tr = Trajectory { compiled, params, x, a, a0, t: 0.0, events: 0, since_resync: 0, index };
+        let tr = Trajectory {
+            compiled,
+            params,
+            x,
+            a,
+            a0,
+            t: 0.0,
+            events: 0,
+            since_resync: 0,
+            index,
+        };
         tr.check_propensities()?;
         Ok(tr)
     }
 
     fn named_state(&self) -> Vec<(String, i64)> {
-        self.compiled.model.species.iter().zip(&self.x).map(|(s, &v)| (s.name.clone(), v)).collect()
+        self.compiled
+            .model
+            .species
+            .iter()
+            .zip(&self.x)
+            .map(|(s, &v)| (s.name.clone(), v))
+            .collect()
     }
 
     fn check_propensities(&self) -> Result<(), SimError> {
@@ -248,7 +304,10 @@ impl<'m> Trajectory<'m> {
     #[inline]
     pub fn fire(&mut self, j: usize) -> Result<(), SimError> {
         // SAFETY: j < n_reactions (from select), and x, a, params have the model's sizes.
-        let delta = unsafe { self.compiled.fire_unchecked(j, &mut self.x, self.params, self.t, &mut self.a) };
+        let delta = unsafe {
+            self.compiled
+                .fire_unchecked(j, &mut self.x, self.params, self.t, &mut self.a)
+        };
         if delta.is_nan() {
             return Err(self.diagnose(j));
         }
@@ -261,7 +320,9 @@ impl<'m> Trajectory<'m> {
             self.since_resync = 0;
         }
         if self.compiled.model.time_dependent {
-            self.a0 = self.compiled.propensities(&self.x, self.params, self.t, &mut self.a);
+            self.a0 = self
+                .compiled
+                .propensities(&self.x, self.params, self.t, &mut self.a);
             self.check_propensities()?;
         }
         Ok(())
@@ -272,7 +333,11 @@ impl<'m> Trajectory<'m> {
             return e;
         }
         let model = &self.compiled.model;
-        let species = self.x.iter().position(|&v| v < 0).map_or_else(String::new, |i| model.species[i].name.clone());
+        let species = self
+            .x
+            .iter()
+            .position(|&v| v < 0)
+            .map_or_else(String::new, |i| model.species[i].name.clone());
         SimError::NegativeCount {
             reaction: model.reactions[fired].name.clone(),
             species,
@@ -293,7 +358,10 @@ impl<'m> Trajectory<'m> {
         mut sample: impl FnMut(usize, &[i64]),
         stop: &AtomicBool,
     ) -> Result<(), SimError> {
-        let mut next = times.iter().position(|&g| g >= self.t).unwrap_or(times.len());
+        let mut next = times
+            .iter()
+            .position(|&g| g >= self.t)
+            .unwrap_or(times.len());
         loop {
             let t_next = if self.a0 > 0.0 {
                 let e: f64 = Exp1.sample(rng);
@@ -331,7 +399,8 @@ impl<'m> Trajectory<'m> {
                         continue;
                     }
                     let r = rng.random::<f64>() * self.a0;
-                    self.select(r).unwrap_or_else(|| self.a.iter().rposition(|&v| v > 0.0).unwrap_or(0))
+                    self.select(r)
+                        .unwrap_or_else(|| self.a.iter().rposition(|&v| v > 0.0).unwrap_or(0))
                 }
             };
             self.fire(j)?;
@@ -356,7 +425,11 @@ pub struct Ensemble {
 
 impl Ensemble {
     /// Runs `options.trajectories` exact trajectories in parallel.
-    pub fn run(compiled: &CompiledModel, params: &[f64], options: &SimOptions) -> Result<Ensemble, SimError> {
+    pub fn run(
+        compiled: &CompiledModel,
+        params: &[f64],
+        options: &SimOptions,
+    ) -> Result<Ensemble, SimError> {
         Self::run_observed(compiled, params, options, &|| {})
     }
 
@@ -419,8 +492,19 @@ impl Ensemble {
         if let Some(e) = first_error {
             return Err(e);
         }
-        let species = compiled.model.species.iter().map(|s| s.name.clone()).collect();
-        Ok(Ensemble { times, species, trajectories: options.trajectories, data, events })
+        let species = compiled
+            .model
+            .species
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        Ok(Ensemble {
+            times,
+            species,
+            trajectories: options.trajectories,
+            data,
+            events,
+        })
     }
 
     /// The state of trajectory `n` at time index `k`.

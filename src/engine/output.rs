@@ -21,7 +21,11 @@ pub struct StatRow {
 /// Names of the output columns after `trajectory,time`: species then observables.
 fn value_names(compiled: &CompiledModel) -> Vec<String> {
     let m = &compiled.model;
-    m.species.iter().map(|s| s.name.clone()).chain(m.observables.iter().map(|o| o.name.clone())).collect()
+    m.species
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(m.observables.iter().map(|o| o.name.clone()))
+        .collect()
 }
 
 /// Writes `trajectory,time,<species...>,<observables...>`, one row per trajectory and time.
@@ -82,7 +86,12 @@ impl Ensemble {
             }
             for i in 0..nv {
                 let sd = (self.trajectories > 1).then(|| (m2[i] / (n - 1.0)).sqrt());
-                rows.push(StatRow { time: t, name: names[i].clone(), mean: mean[i], sd });
+                rows.push(StatRow {
+                    time: t,
+                    name: names[i].clone(),
+                    mean: mean[i],
+                    sd,
+                });
             }
         }
         rows

@@ -24,7 +24,10 @@ impl Model {
                     BinOp::Div => ("/", 2, 2, 3),
                     BinOp::Pow => ("^", 4, 5, 4),
                 };
-                (format!("{} {sym} {}", self.fmt_expr(a, lp), self.fmt_expr(b, rp)), prec)
+                (
+                    format!("{} {sym} {}", self.fmt_expr(a, lp), self.fmt_expr(b, rp)),
+                    prec,
+                )
             }
             Expr::Call(f, args) => {
                 let args: Vec<String> = args.iter().map(|a| self.fmt_expr(a, 0)).collect();
@@ -42,7 +45,13 @@ impl Model {
         }
         terms
             .iter()
-            .map(|&(i, s)| if s == 1 { self.species[i].name.clone() } else { format!("{s} {}", self.species[i].name) })
+            .map(|&(i, s)| {
+                if s == 1 {
+                    self.species[i].name.clone()
+                } else {
+                    format!("{s} {}", self.species[i].name)
+                }
+            })
             .collect::<Vec<_>>()
             .join(" + ")
     }
@@ -82,9 +91,19 @@ impl Model {
             }
         }
         let _ = writeln!(out, "reactions ({}):", self.reactions.len());
-        let width = self.reactions.iter().map(|r| r.name.len()).max().unwrap_or(0).max(4);
+        let width = self
+            .reactions
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
         for r in &self.reactions {
-            let eq = format!("{} -> {}", self.complex_to_string(&r.reactants), self.complex_to_string(&r.products));
+            let eq = format!(
+                "{} -> {}",
+                self.complex_to_string(&r.reactants),
+                self.complex_to_string(&r.products)
+            );
             let law = match r.law {
                 RateLaw::MassAction => "mass action",
                 RateLaw::Full => "propensity",
@@ -100,7 +119,11 @@ impl Model {
                 "  {:<width$}    {law}: a = {}   change: {}",
                 "",
                 self.expr_to_string(&r.propensity),
-                if net.is_empty() { "none".to_string() } else { net.join(" ") }
+                if net.is_empty() {
+                    "none".to_string()
+                } else {
+                    net.join(" ")
+                }
             );
         }
         if self.time_dependent {
@@ -125,10 +148,30 @@ impl Model {
         for (j, r) in self.reactions.iter().enumerate() {
             let _ = writeln!(out, "reaction {j} {}:", r.name);
             let _ = writeln!(out, "  a{j} = {}", ir_expr(&r.propensity));
-            let net: Vec<String> = r.net.iter().map(|&(i, c)| format!("x[{i}] += {c}")).collect();
-            let _ = writeln!(out, "  fire: {}", if net.is_empty() { "no change".into() } else { net.join("; ") });
+            let net: Vec<String> = r
+                .net
+                .iter()
+                .map(|&(i, c)| format!("x[{i}] += {c}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  fire: {}",
+                if net.is_empty() {
+                    "no change".into()
+                } else {
+                    net.join("; ")
+                }
+            );
             let deps: Vec<String> = self.dependents[j].iter().map(|k| format!("a{k}")).collect();
-            let _ = writeln!(out, "  then recompute: {}", if deps.is_empty() { "none".into() } else { deps.join(" ") });
+            let _ = writeln!(
+                out,
+                "  then recompute: {}",
+                if deps.is_empty() {
+                    "none".into()
+                } else {
+                    deps.join(" ")
+                }
+            );
         }
         for o in &self.observables {
             let _ = writeln!(out, "observable {} = {}", o.name, ir_expr(&o.expr));
@@ -156,7 +199,11 @@ pub fn ir_expr(e: &Expr) -> String {
             format!("({} {sym} {})", ir_expr(a), ir_expr(b))
         }
         Expr::Call(f, args) => {
-            format!("{}({})", f.name(), args.iter().map(ir_expr).collect::<Vec<_>>().join(", "))
+            format!(
+                "{}({})",
+                f.name(),
+                args.iter().map(ir_expr).collect::<Vec<_>>().join(", ")
+            )
         }
         Expr::Choose(i, s) => format!("choose(x[{i}], {s})"),
     }

@@ -111,13 +111,18 @@ fn reserved_reason(name: &str) -> Option<String> {
 }
 
 fn is_non_finite_word(name: &str) -> bool {
-    matches!(name.to_ascii_lowercase().as_str(), "nan" | "inf" | "infinity")
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "nan" | "inf" | "infinity"
+    )
 }
 
 impl<'a> Lowerer<'a> {
     fn declare_all(&mut self, file: &'a ast::File) {
         for st in &file.statements {
-            let Statement::Declarations(kind, items) = st else { continue };
+            let Statement::Declarations(kind, items) = st else {
+                continue;
+            };
             for d in items {
                 let entity = match kind {
                     DeclKind::Species => Entity::Species(self.species.len()),
@@ -151,12 +156,16 @@ impl<'a> Lowerer<'a> {
                             d.name.span,
                             "declared again here",
                         )
-                        .with_label(*prev_span, format!("first declared here as {}", prev.describe()))
+                        .with_label(
+                            *prev_span,
+                            format!("first declared here as {}", prev.describe()),
+                        )
                         .with_help("every name is declared once; rename or remove one of them"),
                     );
                     continue;
                 }
-                self.names.insert(d.name.name.clone(), (entity, d.name.span));
+                self.names
+                    .insert(d.name.name.clone(), (entity, d.name.span));
             }
         }
         self.const_exprs = vec![None; self.consts.len()];
@@ -173,7 +182,11 @@ impl<'a> Lowerer<'a> {
             .map(|i| {
                 let expr = self.const_expr(i, self.consts[i].name.span);
                 let values: Vec<f64> = params.iter().map(|p| p.value).collect();
-                Const { name: self.consts[i].name.name.clone(), value: expr.eval(&[], &values, 0.0), expr }
+                Const {
+                    name: self.consts[i].name.name.clone(),
+                    value: expr.eval(&[], &values, 0.0),
+                    expr,
+                }
             })
             .collect();
         let observables = (0..self.observables.len())
@@ -182,14 +195,22 @@ impl<'a> Lowerer<'a> {
                 expr: self.observable_expr(i, self.observables[i].name.span),
             })
             .collect();
-        let species = (0..self.species.len()).map(|i| self.species_init(i)).collect();
+        let species = (0..self.species.len())
+            .map(|i| self.species_init(i))
+            .collect();
 
         let mut reactions = Vec::new();
         let mut labels: HashMap<String, Span> = HashMap::new();
         let reaction_statements: Vec<&ast::Reaction> = file
             .statements
             .iter()
-            .filter_map(|s| if let Statement::Reaction(r) = s { Some(r) } else { None })
+            .filter_map(|s| {
+                if let Statement::Reaction(r) = s {
+                    Some(r)
+                } else {
+                    None
+                }
+            })
             .collect();
         for r in &reaction_statements {
             if let Some(label) = &r.label {
@@ -202,7 +223,9 @@ impl<'a> Lowerer<'a> {
                             "used again here",
                         )
                         .with_label(*prev, "first used here")
-                        .with_help("reaction labels name reactions in outputs; make each one unique"),
+                        .with_help(
+                            "reaction labels name reactions in outputs; make each one unique",
+                        ),
                     );
                 } else {
                     labels.insert(label.name.clone(), label.span);
@@ -218,13 +241,28 @@ impl<'a> Lowerer<'a> {
                 Statement::Declarations(_, items) => items.last().map_or(0, |d| d.span.end),
             });
             self.diags.push(
-                Diagnostic::new("rxn::no_reactions", "the model has no reactions", Span::new(end, end), "")
-                    .with_help("a model needs at least one reaction, such as `A -> B @ k` or `0 -> A @= k`"),
+                Diagnostic::new(
+                    "rxn::no_reactions",
+                    "the model has no reactions",
+                    Span::new(end, end),
+                    "",
+                )
+                .with_help(
+                    "a model needs at least one reaction, such as `A -> B @ k` or `0 -> A @= k`",
+                ),
             );
         }
         let dependents = Model::dependency_graph(&reactions, self.species.len());
         let time_dependent = reactions.iter().any(|r| r.propensity.uses_time());
-        Model { species, params, consts, observables, reactions, dependents, time_dependent }
+        Model {
+            species,
+            params,
+            consts,
+            observables,
+            reactions,
+            dependents,
+            time_dependent,
+        }
     }
 
     fn species_init(&mut self, i: usize) -> Species {
@@ -237,7 +275,10 @@ impl<'a> Lowerer<'a> {
                 self.diags.push(
                     Diagnostic::new(
                         "rxn::count",
-                        format!("initial copy number of `{}` must be a whole number from 0 to 2^63 - 1", d.name.name),
+                        format!(
+                            "initial copy number of `{}` must be a whole number from 0 to 2^63 - 1",
+                            d.name.name
+                        ),
                         v.span,
                         format!("this is {x}"),
                     )
@@ -247,7 +288,11 @@ impl<'a> Lowerer<'a> {
                 initial = x as i64;
             }
         }
-        Species { name: d.name.name.clone(), initial, span: d.name.span }
+        Species {
+            name: d.name.name.clone(),
+            initial,
+            span: d.name.span,
+        }
     }
 
     fn param(&mut self, i: usize) -> Param {
@@ -264,7 +309,10 @@ impl<'a> Lowerer<'a> {
                 self.diags.push(
                     Diagnostic::new(
                         "rxn::bounds",
-                        format!("bounds of `{}` are empty: {lo} is not below {hi}", d.name.name),
+                        format!(
+                            "bounds of `{}` are empty: {lo} is not below {hi}",
+                            d.name.name
+                        ),
                         span,
                         "lower bound must be below upper bound",
                     )
@@ -275,7 +323,10 @@ impl<'a> Lowerer<'a> {
                 self.diags.push(
                     Diagnostic::new(
                         "rxn::bounds",
-                        format!("`{}` = {value} lies outside its bounds [{lo}, {hi}]", d.name.name),
+                        format!(
+                            "`{}` = {value} lies outside its bounds [{lo}, {hi}]",
+                            d.name.name
+                        ),
                         value_span,
                         "outside the bounds",
                     )
@@ -299,7 +350,12 @@ impl<'a> Lowerer<'a> {
             }
             _ => {}
         }
-        Param { name: d.name.name.clone(), value, bounds: bounds.map(|(lo, hi, _)| (lo, hi)), span: d.name.span }
+        Param {
+            name: d.name.name.clone(),
+            value,
+            bounds: bounds.map(|(lo, hi, _)| (lo, hi)),
+            span: d.name.span,
+        }
     }
 
     /// The value of parameter `i` (evaluated once), with cycle detection.
@@ -389,8 +445,13 @@ impl<'a> Lowerer<'a> {
             ExprKind::Number(v) => {
                 if !v.is_finite() {
                     self.diags.push(
-                        Diagnostic::new("rxn::non_finite", "number too large to be finite", e.span, "overflows")
-                            .with_help("values must be finite numbers (at most about 1.8e308)"),
+                        Diagnostic::new(
+                            "rxn::non_finite",
+                            "number too large to be finite",
+                            e.span,
+                            "overflows",
+                        )
+                        .with_help("values must be finite numbers (at most about 1.8e308)"),
                     );
                 }
                 Expr::Num(*v)
@@ -430,7 +491,11 @@ impl<'a> Lowerer<'a> {
                                     if args.len() == 1 { "was" } else { "were" }
                                 ),
                                 e.span,
-                                format!("{} argument{}", args.len(), if args.len() == 1 { "" } else { "s" }),
+                                format!(
+                                    "{} argument{}",
+                                    args.len(),
+                                    if args.len() == 1 { "" } else { "s" }
+                                ),
                             )
                             .with_help(format!("call it as {}", signature(&f.name))),
                         );
@@ -443,7 +508,10 @@ impl<'a> Lowerer<'a> {
                             f.span,
                             "not a built-in function",
                         );
-                        let help = match (self.names.get(&f.name), closest(&f.name, Func::ALL.iter().map(|x| x.1))) {
+                        let help = match (
+                            self.names.get(&f.name),
+                            closest(&f.name, Func::ALL.iter().map(|x| x.1)),
+                        ) {
                             (Some((entity, _)), _) => format!(
                                 "`{}` is {}, not a function; multiplication is written with `*`",
                                 f.name,
@@ -509,7 +577,13 @@ impl<'a> Lowerer<'a> {
                 let e = self.const_expr(i, id.span);
                 if ctx.numeric() {
                     let values: Vec<f64> = (0..self.params.len())
-                        .map(|j| if expr_reads_param(&e, j) { self.param_value(j, id.span) } else { f64::NAN })
+                        .map(|j| {
+                            if expr_reads_param(&e, j) {
+                                self.param_value(j, id.span)
+                            } else {
+                                f64::NAN
+                            }
+                        })
                         .collect();
                     Expr::Num(e.eval(&[], &values, 0.0))
                 } else {
@@ -522,8 +596,13 @@ impl<'a> Lowerer<'a> {
     fn undeclared(&mut self, id: &ast::Ident, ctx: Ctx) {
         if is_non_finite_word(&id.name) {
             self.diags.push(
-                Diagnostic::new("rxn::non_finite", format!("`{}` is not allowed", id.name), id.span, "not finite")
-                    .with_help("values must be finite numbers"),
+                Diagnostic::new(
+                    "rxn::non_finite",
+                    format!("`{}` is not allowed", id.name),
+                    id.span,
+                    "not finite",
+                )
+                .with_help("values must be finite numbers"),
             );
             return;
         }
@@ -546,13 +625,22 @@ impl<'a> Lowerer<'a> {
         };
         if ctx.reads_state() {
             let add = format!("to add it as a species, write `species {}`", id.name);
-            help = if help.is_empty() { add } else { format!("{help} Or, {add}") };
+            help = if help.is_empty() {
+                add
+            } else {
+                format!("{help} Or, {add}")
+            };
         } else if help.is_empty() {
             help = format!("declare it first, e.g. `const {} = 1`", id.name);
         }
         self.diags.push(
-            Diagnostic::new("rxn::undeclared", format!("`{}` is not declared", id.name), id.span, "not declared")
-                .with_help(help),
+            Diagnostic::new(
+                "rxn::undeclared",
+                format!("`{}` is not declared", id.name),
+                id.span,
+                "not declared",
+            )
+            .with_help(help),
         );
     }
 
@@ -563,15 +651,25 @@ impl<'a> Lowerer<'a> {
                 None => 1,
                 Some((0, span)) => {
                     self.diags.push(
-                        Diagnostic::new("rxn::coefficient", "a stoichiometric coefficient must be positive", span, "zero")
-                            .with_help("leave the species out, or write `0` for an empty side"),
+                        Diagnostic::new(
+                            "rxn::coefficient",
+                            "a stoichiometric coefficient must be positive",
+                            span,
+                            "zero",
+                        )
+                        .with_help("leave the species out, or write `0` for an empty side"),
                     );
                     continue;
                 }
                 Some((c, span)) if c > 1_000_000 => {
                     self.diags.push(
-                        Diagnostic::new("rxn::coefficient", "stoichiometric coefficient is too large", span, "too large")
-                            .with_help("coefficients are small positive integers (at most 1000000)"),
+                        Diagnostic::new(
+                            "rxn::coefficient",
+                            "stoichiometric coefficient is too large",
+                            span,
+                            "too large",
+                        )
+                        .with_help("coefficients are small positive integers (at most 1000000)"),
                     );
                     continue;
                 }
@@ -615,7 +713,12 @@ impl<'a> Lowerer<'a> {
         out
     }
 
-    fn reaction(&mut self, r: &ast::Reaction, labels: &HashMap<String, Span>, out: &mut Vec<Reaction>) {
+    fn reaction(
+        &mut self,
+        r: &ast::Reaction,
+        labels: &HashMap<String, Span>,
+        out: &mut Vec<Reaction>,
+    ) {
         let reactants = self.complex(&r.reactants);
         let products = self.complex(&r.products);
         let want = if r.reversible { 2 } else { 1 };
@@ -623,19 +726,35 @@ impl<'a> Lowerer<'a> {
         if rates.len() != want {
             let (message, help) = if r.reversible {
                 (
-                    format!("a reversible reaction needs two rates, forward and reverse; {} given", rates.len()),
+                    format!(
+                        "a reversible reaction needs two rates, forward and reverse; {} given",
+                        rates.len()
+                    ),
                     "write `A <-> B @ kf, kr`, or use `->` for a one-way reaction".to_string(),
                 )
             } else {
                 (
                     format!("a one-way reaction takes one rate; {} given", rates.len()),
-                    "use `<->` for a reversible reaction with two rates, or remove the extra rates".to_string(),
+                    "use `<->` for a reversible reaction with two rates, or remove the extra rates"
+                        .to_string(),
                 )
             };
             self.diags.push(
-                Diagnostic::new("rxn::rate_count", message, r.rate_span, format!("{} rate(s)", rates.len()))
-                    .with_label(r.arrow_span, if r.reversible { "reversible" } else { "one-way" })
-                    .with_help(help),
+                Diagnostic::new(
+                    "rxn::rate_count",
+                    message,
+                    r.rate_span,
+                    format!("{} rate(s)", rates.len()),
+                )
+                .with_label(
+                    r.arrow_span,
+                    if r.reversible {
+                        "reversible"
+                    } else {
+                        "one-way"
+                    },
+                )
+                .with_help(help),
             );
             return;
         }
@@ -653,36 +772,37 @@ impl<'a> Lowerer<'a> {
             RateKind::MassAction => RateLaw::MassAction,
             RateKind::Full => RateLaw::Full,
         };
-        let mut channel = |name: String, from: &[(usize, u32)], to: &[(usize, u32)], rate: &Expr| {
-            let propensity = match law {
-                RateLaw::Full => rate.clone(),
-                RateLaw::MassAction => {
-                    from.iter().fold(rate.clone(), |acc, &(i, s)| Expr::mul(acc, Expr::Choose(i, s)))
+        let mut channel =
+            |name: String, from: &[(usize, u32)], to: &[(usize, u32)], rate: &Expr| {
+                let propensity = match law {
+                    RateLaw::Full => rate.clone(),
+                    RateLaw::MassAction => from.iter().fold(rate.clone(), |acc, &(i, s)| {
+                        Expr::mul(acc, Expr::Choose(i, s))
+                    }),
+                };
+                let mut net: Vec<(usize, i64)> = Vec::new();
+                for &(i, s) in from {
+                    net.push((i, -(s as i64)));
                 }
+                for &(i, s) in to {
+                    match net.iter_mut().find(|(j, _)| *j == i) {
+                        Some(e) => e.1 += s as i64,
+                        None => net.push((i, s as i64)),
+                    }
+                }
+                net.retain(|(_, c)| *c != 0);
+                net.sort_unstable();
+                out.push(Reaction {
+                    name,
+                    reactants: from.to_vec(),
+                    products: to.to_vec(),
+                    net,
+                    law,
+                    rate: rate.clone(),
+                    propensity,
+                    span: r.span,
+                });
             };
-            let mut net: Vec<(usize, i64)> = Vec::new();
-            for &(i, s) in from {
-                net.push((i, -(s as i64)));
-            }
-            for &(i, s) in to {
-                match net.iter_mut().find(|(j, _)| *j == i) {
-                    Some(e) => e.1 += s as i64,
-                    None => net.push((i, s as i64)),
-                }
-            }
-            net.retain(|(_, c)| *c != 0);
-            net.sort_unstable();
-            out.push(Reaction {
-                name,
-                reactants: from.to_vec(),
-                products: to.to_vec(),
-                net,
-                law,
-                rate: rate.clone(),
-                propensity,
-                span: r.span,
-            });
-        };
         if r.reversible {
             channel(format!("{base}.fwd"), &reactants, &products, &rates[0]);
             channel(format!("{base}.rev"), &products, &reactants, &rates[1]);

@@ -4,8 +4,8 @@
 //! reads only species, free parameters, numbers and time. Parameters stay symbolic because fitting
 //! and design change them between runs; everything else is fixed at lowering.
 
-mod lower;
 mod display;
+mod lower;
 
 pub use lower::lower;
 
@@ -49,11 +49,18 @@ impl Func {
     ];
     /// The function called `name`, if there is one.
     pub fn by_name(name: &str) -> Option<(Func, usize)> {
-        Func::ALL.iter().find(|(_, n, _)| *n == name).map(|(f, _, a)| (*f, *a))
+        Func::ALL
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map(|(f, _, a)| (*f, *a))
     }
     /// The name as written in `.rxn` files.
     pub fn name(self) -> &'static str {
-        Func::ALL.iter().find(|(f, _, _)| *f == self).map(|(_, n, _)| *n).unwrap_or("?")
+        Func::ALL
+            .iter()
+            .find(|(f, _, _)| *f == self)
+            .map(|(_, n, _)| *n)
+            .unwrap_or("?")
     }
 }
 
@@ -115,14 +122,25 @@ impl Expr {
             Expr::Time => t,
             Expr::Neg(a) => -a.eval(x, p, t),
             Expr::Bin(op, a, b) => {
-                let (a, b) = (a.eval(x, p, t), b.eval(x, p, t));
+                let a = a.eval(x, p, t);
+                if *op == BinOp::Pow {
+                    return pow_by(a, b, x, p, t);
+                }
+                let b = b.eval(x, p, t);
                 match op {
                     BinOp::Add => a + b,
                     BinOp::Sub => a - b,
                     BinOp::Mul => a * b,
                     BinOp::Div => a / b,
-                    BinOp::Pow => a.powf(b),
+                    BinOp::Pow => unreachable!("handled above"),
                 }
+            }
+            Expr::Call(Func::Pow, args) => pow_by(args[0].eval(x, p, t), &args[1], x, p, t),
+            Expr::Call(f @ (Func::Hill | Func::Hillr), args) => {
+                let xn = pow_by(args[0].eval(x, p, t), &args[2], x, p, t);
+                let kn = pow_by(args[1].eval(x, p, t), &args[2], x, p, t);
+                let top = if *f == Func::Hill { xn } else { kn };
+                top / (kn + xn)
             }
             Expr::Call(f, args) => {
                 let v: Vec<f64> = args.iter().map(|a| a.eval(x, p, t)).collect();
@@ -158,6 +176,38 @@ impl Expr {
     }
 }
 
+/// The whole exponent in `1..=16` of a literal, for which powers are computed by repeated squaring
+/// (faster than `pow`, and the same operations in the interpreter and the JIT).
+pub fn small_whole_exponent(e: &Expr) -> Option<u32> {
+    match e {
+        Expr::Num(n) if n.fract() == 0.0 && (1.0..=16.0).contains(n) => Some(*n as u32),
+        _ => None,
+    }
+}
+
+/// `base^n` by repeated squaring, in the order the JIT emits it.
+pub fn powi_by_squaring(base: f64, mut n: u32) -> f64 {
+    let mut result: Option<f64> = None;
+    let mut square = base;
+    loop {
+        if n & 1 == 1 {
+            result = Some(result.map_or(square, |r| r * square));
+        }
+        n >>= 1;
+        if n == 0 {
+            return result.unwrap_or(1.0);
+        }
+        square *= square;
+    }
+}
+
+fn pow_by(base: f64, exponent: &Expr, x: &[f64], p: &[f64], t: f64) -> f64 {
+    match small_whole_exponent(exponent) {
+        Some(n) => powi_by_squaring(base, n),
+        None => base.powf(exponent.eval(x, p, t)),
+    }
+}
+
 /// The falling-factorial binomial coefficient `x (x-1) ... (x-s+1) / s!`.
 pub fn choose(x: f64, s: u32) -> f64 {
     // The product first, then one division: exact for counts below 2^53 when the result is whole.
@@ -167,7 +217,11 @@ pub fn choose(x: f64, s: u32) -> f64 {
         product *= x - j as f64;
         factorial *= (j + 1) as f64;
     }
-    if factorial == 1.0 { product } else { product / factorial }
+    if factorial == 1.0 {
+        product
+    } else {
+        product / factorial
+    }
 }
 
 /// Applies a built-in function to evaluated arguments.
@@ -330,7 +384,11 @@ impl Model {
         reactions
             .iter()
             .map(|r| {
-                let mut deps: Vec<usize> = r.net.iter().flat_map(|(i, _)| readers[*i].iter().copied()).collect();
+                let mut deps: Vec<usize> = r
+                    .net
+                    .iter()
+                    .flat_map(|(i, _)| readers[*i].iter().copied())
+                    .collect();
                 deps.sort_unstable();
                 deps.dedup();
                 deps

@@ -75,7 +75,9 @@ impl Drop for CompiledModel {
 
 impl std::fmt::Debug for CompiledModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledModel").field("reactions", &self.model.reactions.len()).finish_non_exhaustive()
+        f.debug_struct("CompiledModel")
+            .field("reactions", &self.model.reactions.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,10 +95,14 @@ impl CompiledModel {
     fn build(model: &ir::Model, keep_clif: bool) -> Result<CompiledModel, JitError> {
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").map_err(jit_err)?;
-        flags.set("use_colocated_libcalls", "false").map_err(jit_err)?;
+        flags
+            .set("use_colocated_libcalls", "false")
+            .map_err(jit_err)?;
         flags.set("is_pic", "false").map_err(jit_err)?;
         let isa_builder = cranelift_native::builder().map_err(jit_err)?;
-        let isa = isa_builder.finish(settings::Flags::new(flags)).map_err(jit_err)?;
+        let isa = isa_builder
+            .finish(settings::Flags::new(flags))
+            .map_err(jit_err)?;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
         builder.symbol("rxnc_exp", rxnc_exp as *const u8);
         builder.symbol("rxnc_log", rxnc_log as *const u8);
@@ -112,12 +118,23 @@ impl CompiledModel {
         // SAFETY: the signatures below are the ones the functions were generated with.
         let (propensities, fire, observables) = unsafe {
             (
-                std::mem::transmute::<*const u8, PropensitiesFn>(module.get_finalized_function(propensities)),
+                std::mem::transmute::<*const u8, PropensitiesFn>(
+                    module.get_finalized_function(propensities),
+                ),
                 std::mem::transmute::<*const u8, FireFn>(module.get_finalized_function(fire)),
-                std::mem::transmute::<*const u8, ObservablesFn>(module.get_finalized_function(observables)),
+                std::mem::transmute::<*const u8, ObservablesFn>(
+                    module.get_finalized_function(observables),
+                ),
             )
         };
-        Ok(CompiledModel { module: Some(module), propensities, fire, observables, model: model.clone(), clif })
+        Ok(CompiledModel {
+            module: Some(module),
+            propensities,
+            fire,
+            observables,
+            model: model.clone(),
+            clif,
+        })
     }
 
     /// Number of species.
@@ -145,13 +162,24 @@ impl CompiledModel {
     /// `j < n_reactions`, `x.len() >= n_species`, `p.len() >= n_params`, `a.len() >= n_reactions`:
     /// unchecked because this is the simulator's innermost call.
     #[inline(always)]
-    pub unsafe fn fire_unchecked(&self, j: usize, x: &mut [i64], p: &[f64], t: f64, a: &mut [f64]) -> f64 {
+    pub unsafe fn fire_unchecked(
+        &self,
+        j: usize,
+        x: &mut [i64],
+        p: &[f64],
+        t: f64,
+        a: &mut [f64],
+    ) -> f64 {
         unsafe { (self.fire)(j as i64, x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
     }
 
     /// Safe form of [`CompiledModel::fire_unchecked`].
     pub fn fire(&self, j: usize, x: &mut [i64], p: &[f64], t: f64, a: &mut [f64]) -> f64 {
-        assert!(j < self.n_reactions() && x.len() >= self.n_species() && p.len() >= self.model.params.len());
+        assert!(
+            j < self.n_reactions()
+                && x.len() >= self.n_species()
+                && p.len() >= self.model.params.len()
+        );
         assert!(a.len() >= self.n_reactions());
         // SAFETY: checked above.
         unsafe { self.fire_unchecked(j, x, p, t, a) }
@@ -208,11 +236,25 @@ impl<'m> Generator<'m> {
             s.params.push(AbiParam::new(types::F64));
             s
         };
-        let exp = module.declare_function("rxnc_exp", Linkage::Import, &unary).map_err(jit_err)?;
-        let log = module.declare_function("rxnc_log", Linkage::Import, &unary).map_err(jit_err)?;
-        let pow = module.declare_function("rxnc_pow", Linkage::Import, &binary).map_err(jit_err)?;
+        let exp = module
+            .declare_function("rxnc_exp", Linkage::Import, &unary)
+            .map_err(jit_err)?;
+        let log = module
+            .declare_function("rxnc_log", Linkage::Import, &unary)
+            .map_err(jit_err)?;
+        let pow = module
+            .declare_function("rxnc_pow", Linkage::Import, &binary)
+            .map_err(jit_err)?;
         let ctx = module.make_context();
-        Ok(Generator { module, model, ctx, fctx: FunctionBuilderContext::new(), exp, log, pow })
+        Ok(Generator {
+            module,
+            model,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            exp,
+            log,
+            pow,
+        })
     }
 
     fn signature(&self, with_index: bool, returns: bool) -> Signature {
@@ -239,7 +281,10 @@ impl<'m> Generator<'m> {
         clif: Option<&mut String>,
         body: impl FnOnce(&mut Emitter<'_, '_>, &[Value], &ir::Model),
     ) -> Result<FuncId, JitError> {
-        let id = self.module.declare_function(name, Linkage::Local, &sig).map_err(jit_err)?;
+        let id = self
+            .module
+            .declare_function(name, Linkage::Local, &sig)
+            .map_err(jit_err)?;
         self.ctx.func.signature = sig;
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
@@ -271,7 +316,9 @@ impl<'m> Generator<'m> {
         if let Some(out) = clif {
             out.push_str(&format!("; {name}\n{}\n", self.ctx.func.display()));
         }
-        self.module.define_function(id, &mut self.ctx).map_err(jit_err)?;
+        self.module
+            .define_function(id, &mut self.ctx)
+            .map_err(jit_err)?;
         self.module.clear_context(&mut self.ctx);
         Ok(id)
     }
@@ -283,7 +330,8 @@ impl<'m> Generator<'m> {
             let mut sum = e.b.ins().f64const(0.0);
             for (j, r) in model.reactions.iter().enumerate() {
                 let v = e.expr(&r.propensity);
-                e.b.ins().store(MemFlagsData::trusted(), v, a, (8 * j) as i32);
+                e.b.ins()
+                    .store(MemFlagsData::trusted(), v, a, (8 * j) as i32);
                 sum = e.b.ins().fadd(sum, v);
             }
             e.b.ins().return_(&[sum]);
@@ -296,7 +344,8 @@ impl<'m> Generator<'m> {
             let out = params[3];
             for (k, o) in model.observables.iter().enumerate() {
                 let v = e.expr(&o.expr);
-                e.b.ins().store(MemFlagsData::trusted(), v, out, (8 * k) as i32);
+                e.b.ins()
+                    .store(MemFlagsData::trusted(), v, out, (8 * k) as i32);
             }
             e.b.ins().return_(&[]);
         })
@@ -309,9 +358,17 @@ impl<'m> Generator<'m> {
             let cases: Vec<_> = model.reactions.iter().map(|_| e.b.create_block()).collect();
             let invalid = e.b.create_block();
             let pool = &mut e.b.func.dfg.value_lists;
-            let table: Vec<_> =
-                cases.iter().map(|&c| cranelift_codegen::ir::BlockCall::new(c, std::iter::empty::<BlockArg>(), pool)).collect();
-            let default = cranelift_codegen::ir::BlockCall::new(invalid, std::iter::empty::<BlockArg>(), pool);
+            let table: Vec<_> = cases
+                .iter()
+                .map(|&c| {
+                    cranelift_codegen::ir::BlockCall::new(c, std::iter::empty::<BlockArg>(), pool)
+                })
+                .collect();
+            let default = cranelift_codegen::ir::BlockCall::new(
+                invalid,
+                std::iter::empty::<BlockArg>(),
+                pool,
+            );
             let jt = e.b.create_jump_table(JumpTableData::new(default, &table));
             let j32 = e.b.ins().ireduce(types::I32, j);
             e.b.ins().br_table(j32, jt);
@@ -326,9 +383,12 @@ impl<'m> Generator<'m> {
                 e.params.clear();
                 let mut bad = e.b.ins().iconst(types::I8, 0);
                 for &(i, c) in &r.net {
-                    let old = e.b.ins().load(types::I64, MemFlagsData::trusted(), e.x, (8 * i) as i32);
+                    let old =
+                        e.b.ins()
+                            .load(types::I64, MemFlagsData::trusted(), e.x, (8 * i) as i32);
                     let new = e.b.ins().iadd_imm_s(old, c);
-                    e.b.ins().store(MemFlagsData::trusted(), new, e.x, (8 * i) as i32);
+                    e.b.ins()
+                        .store(MemFlagsData::trusted(), new, e.x, (8 * i) as i32);
                     if c < 0 {
                         let negative = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, new, 0);
                         bad = e.b.ins().bor(bad, negative);
@@ -340,8 +400,11 @@ impl<'m> Generator<'m> {
                 let zero = e.b.ins().f64const(0.0);
                 for &d in &model.dependents[k] {
                     let new = e.expr(&model.reactions[d].propensity);
-                    let old = e.b.ins().load(types::F64, MemFlagsData::trusted(), a, (8 * d) as i32);
-                    e.b.ins().store(MemFlagsData::trusted(), new, a, (8 * d) as i32);
+                    let old =
+                        e.b.ins()
+                            .load(types::F64, MemFlagsData::trusted(), a, (8 * d) as i32);
+                    e.b.ins()
+                        .store(MemFlagsData::trusted(), new, a, (8 * d) as i32);
                     let diff = e.b.ins().fsub(new, old);
                     delta = e.b.ins().fadd(delta, diff);
                     let invalid = e.b.ins().fcmp(FloatCC::UnorderedOrLessThan, new, zero);
@@ -360,7 +423,10 @@ impl Emitter<'_, '_> {
         if let Some(&v) = self.species.get(&i) {
             return v;
         }
-        let raw = self.b.ins().load(types::I64, MemFlagsData::trusted(), self.x, (8 * i) as i32);
+        let raw = self
+            .b
+            .ins()
+            .load(types::I64, MemFlagsData::trusted(), self.x, (8 * i) as i32);
         let v = self.b.ins().fcvt_from_sint(types::F64, raw);
         self.species.insert(i, v);
         v
@@ -370,7 +436,10 @@ impl Emitter<'_, '_> {
         if let Some(&v) = self.params.get(&i) {
             return v;
         }
-        let v = self.b.ins().load(types::F64, MemFlagsData::trusted(), self.p, (8 * i) as i32);
+        let v = self
+            .b
+            .ins()
+            .load(types::F64, MemFlagsData::trusted(), self.p, (8 * i) as i32);
         self.params.insert(i, v);
         v
     }
@@ -382,10 +451,8 @@ impl Emitter<'_, '_> {
 
     /// `base ^ n` for a small whole `n` by repeated squaring; anything else through `pow`.
     fn pow(&mut self, base: Value, exponent: &Expr) -> Value {
-        if let Expr::Num(n) = exponent {
-            if n.fract() == 0.0 && (1.0..=16.0).contains(n) {
-                return self.powi(base, *n as u32);
-            }
+        if let Some(n) = ir::small_whole_exponent(exponent) {
+            return self.powi(base, n);
         }
         let e = self.expr(exponent);
         self.call(self.pow, &[base, e])

@@ -27,13 +27,18 @@ fn span_of(pair: &Pair<'_, Rule>) -> Span {
 }
 
 fn ident(pair: Pair<'_, Rule>) -> Ident {
-    Ident { name: pair.as_str().to_string(), span: span_of(&pair) }
+    Ident {
+        name: pair.as_str().to_string(),
+        span: span_of(&pair),
+    }
 }
 
 /// Parses a whole file. A syntax error stops parsing (the checker reports semantic errors all at once).
 pub fn parse(text: &str) -> Result<File, Diagnostic> {
     let mut pairs = RxnParser::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
-    let file = pairs.next().expect("the file rule always produces one pair");
+    let file = pairs
+        .next()
+        .expect("the file rule always produces one pair");
     let mut statements = Vec::new();
     let mut ordinal = 0;
     for pair in file.into_inner() {
@@ -54,16 +59,25 @@ pub fn parse(text: &str) -> Result<File, Diagnostic> {
 
 /// Parses a single expression (used for objectives given on the command line).
 pub fn parse_expr(text: &str) -> Result<Expr, Diagnostic> {
-    let mut pairs = RxnParser::parse(Rule::standalone_expr, text).map_err(|e| syntax_error(text, e))?;
+    let mut pairs =
+        RxnParser::parse(Rule::standalone_expr, text).map_err(|e| syntax_error(text, e))?;
     let top = pairs.next().expect("standalone_expr produces one pair");
-    let e = top.into_inner().next().expect("standalone_expr holds an expr");
+    let e = top
+        .into_inner()
+        .next()
+        .expect("standalone_expr holds an expr");
     Ok(expr(e))
 }
 
 fn declarations(kind: DeclKind, pair: Pair<'_, Rule>) -> Statement {
     let items = pair
         .into_inner()
-        .filter(|item| matches!(item.as_rule(), Rule::species_item | Rule::param_item | Rule::named_expr))
+        .filter(|item| {
+            matches!(
+                item.as_rule(),
+                Rule::species_item | Rule::param_item | Rule::named_expr
+            )
+        })
         .map(|item| {
             let span = span_of(&item);
             let mut inner = item.into_inner();
@@ -82,7 +96,12 @@ fn declarations(kind: DeclKind, pair: Pair<'_, Rule>) -> Statement {
                     _ => {}
                 }
             }
-            Declaration { name, value, bounds, span }
+            Declaration {
+                name,
+                value,
+                bounds,
+                span,
+            }
         })
         .collect();
     Statement::Declarations(kind, items)
@@ -97,11 +116,16 @@ fn complex(pair: Pair<'_, Rule>) -> Vec<Term> {
             for p in t.into_inner() {
                 match p.as_rule() {
                     // A coefficient too large for u64 is kept as u64::MAX and rejected by the checker.
-                    Rule::coeff => coeff = Some((p.as_str().parse().unwrap_or(u64::MAX), span_of(&p))),
+                    Rule::coeff => {
+                        coeff = Some((p.as_str().parse().unwrap_or(u64::MAX), span_of(&p)))
+                    }
                     _ => species = Some(ident(p)),
                 }
             }
-            Term { coeff, species: species.expect("a term names a species") }
+            Term {
+                coeff,
+                species: species.expect("a term names a species"),
+            }
         })
         .collect()
 }
@@ -126,7 +150,11 @@ fn reaction(pair: Pair<'_, Rule>, ordinal: usize) -> Reaction {
             Rule::rate => {
                 rate_span = span_of(&p);
                 let r = p.into_inner().next().expect("rate has a kind");
-                rate_kind = if r.as_rule() == Rule::full_rate { RateKind::Full } else { RateKind::MassAction };
+                rate_kind = if r.as_rule() == Rule::full_rate {
+                    RateKind::Full
+                } else {
+                    RateKind::MassAction
+                };
                 let list = r.into_inner().next().expect("rate has an expression list");
                 rates = list.into_inner().map(expr).collect();
             }
@@ -157,8 +185,14 @@ fn expr(pair: Pair<'_, Rule>) -> Expr {
         .map_prefix(|op, rhs| {
             let span = span_of(&op).join(rhs.span);
             match op.as_rule() {
-                Rule::neg => Expr { kind: ExprKind::Unary(UnaryOp::Neg, Box::new(rhs)), span },
-                _ => Expr { kind: rhs.kind, span },
+                Rule::neg => Expr {
+                    kind: ExprKind::Unary(UnaryOp::Neg, Box::new(rhs)),
+                    span,
+                },
+                _ => Expr {
+                    kind: rhs.kind,
+                    span,
+                },
             }
         })
         .map_infix(|lhs, op, rhs| {
@@ -170,7 +204,10 @@ fn expr(pair: Pair<'_, Rule>) -> Expr {
                 Rule::div => BinaryOp::Div,
                 _ => BinaryOp::Pow,
             };
-            Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span }
+            Expr {
+                kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+                span,
+            }
         })
         .parse(pair.into_inner())
 }
@@ -179,12 +216,21 @@ fn primary(p: Pair<'_, Rule>) -> Expr {
     let span = span_of(&p);
     match p.as_rule() {
         // Overflowing literals become inf; the checker rejects non-finite numbers with a diagnostic.
-        Rule::number => Expr { kind: ExprKind::Number(p.as_str().parse().unwrap_or(f64::INFINITY)), span },
-        Rule::ident => Expr { kind: ExprKind::Name(ident(p)), span },
+        Rule::number => Expr {
+            kind: ExprKind::Number(p.as_str().parse().unwrap_or(f64::INFINITY)),
+            span,
+        },
+        Rule::ident => Expr {
+            kind: ExprKind::Name(ident(p)),
+            span,
+        },
         Rule::call => {
             let mut inner = p.into_inner();
             let f = ident(inner.next().expect("call has a name"));
-            Expr { kind: ExprKind::Call(f, inner.map(expr).collect()), span }
+            Expr {
+                kind: ExprKind::Call(f, inner.map(expr).collect()),
+                span,
+            }
         }
         Rule::expr => {
             let mut e = expr(p);
@@ -209,9 +255,11 @@ fn rule_name(rule: &Rule) -> Option<&'static str> {
         Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::pow => "an operator",
         Rule::neg | Rule::plus => "a sign",
         Rule::call => "a function call",
-        Rule::species_decl | Rule::param_decl | Rule::const_decl | Rule::observable_decl | Rule::reaction => {
-            "a declaration or a reaction"
-        }
+        Rule::species_decl
+        | Rule::param_decl
+        | Rule::const_decl
+        | Rule::observable_decl
+        | Rule::reaction => "a declaration or a reaction",
         Rule::species_item | Rule::param_item | Rule::named_expr => "a name",
         _ => return None,
     })
@@ -227,7 +275,10 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
     let found_token: String = match found.chars().next() {
         None => "end of line".to_string(),
         Some(c) if c.is_alphanumeric() || c == '_' => {
-            let w: String = found.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.').collect();
+            let w: String = found
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+                .collect();
             format!("`{w}`")
         }
         Some(c) => format!("`{c}`"),
@@ -247,7 +298,11 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         1 => expected[0].to_string(),
         n => format!("{} or {}", expected[..n - 1].join(", "), expected[n - 1]),
     };
-    let label = if expected_text.is_empty() { "unexpected".to_string() } else { format!("expected {expected_text}") };
+    let label = if expected_text.is_empty() {
+        "unexpected".to_string()
+    } else {
+        format!("expected {expected_text}")
+    };
     let help = syntax_help(text, pos);
     let mut d = Diagnostic::new(
         "rxn::syntax",
@@ -267,11 +322,18 @@ fn syntax_help(text: &str, pos: usize) -> Option<String> {
     let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
     let line = text[line_start..line_end].split('#').next().unwrap_or("");
     let trimmed = line.trim_start();
-    let first_word: String = trimmed.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let first_word: String = trimmed
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
     if ["species", "param", "const", "observable"].contains(&first_word.as_str()) {
         return Some(format!(
             "declarations are `{first_word} name = value` items separated by commas{}",
-            if first_word == "param" { ", optionally with `in [lo, hi]` bounds" } else { "" }
+            if first_word == "param" {
+                ", optionally with `in [lo, hi]` bounds"
+            } else {
+                ""
+            }
         ));
     }
     if line.contains("->") && !line.contains('@') {
@@ -281,7 +343,9 @@ fn syntax_help(text: &str, pos: usize) -> Option<String> {
         return Some("reaction arrows are `->` and `<->`".into());
     }
     if line.contains('@') && !line.contains("->") {
-        return Some("a reaction is `reactants -> products @ rate`; write `0` for an empty side".into());
+        return Some(
+            "a reaction is `reactants -> products @ rate`; write `0` for an empty side".into(),
+        );
     }
     None
 }
@@ -297,7 +361,11 @@ mod tests {
             ExprKind::Unary(_, a) => format!("(-{})", show(a)),
             ExprKind::Binary(op, a, b) => format!("({} {:?} {})", show(a), op, show(b)),
             ExprKind::Call(f, args) => {
-                format!("{}({})", f.name, args.iter().map(show).collect::<Vec<_>>().join(", "))
+                format!(
+                    "{}({})",
+                    f.name,
+                    args.iter().map(show).collect::<Vec<_>>().join(", ")
+                )
             }
         }
     }
