@@ -66,13 +66,32 @@ impl Failure {
 impl From<LoadError> for Failure {
     fn from(e: LoadError) -> Self {
         match e {
-            LoadError::Io { path, source } => Failure::input(
-                format!("cannot read model file `{path}`: {source}"),
-                "check the path; model files are UTF-8 text",
-            ),
+            LoadError::Io { path, source } => match not_utf8(&path) {
+                Some((line, col, byte)) => Failure::input(
+                    format!(
+                        "`{path}` is not UTF-8 text: line {line}, column {col} has the byte 0x{byte:02X}"
+                    ),
+                    "model files are UTF-8; save it again with UTF-8 encoding",
+                ),
+                None => Failure::input(
+                    format!("cannot read model file `{path}`: {source}"),
+                    "check the path; model files are UTF-8 text",
+                ),
+            },
             LoadError::Model(m) => Failure::Input(m.render(style())),
         }
     }
+}
+
+/// Where a file that failed to read as text stops being UTF-8: 1-based line, column (in
+/// characters) and the offending byte.
+fn not_utf8(path: &str) -> Option<(usize, usize, u8)> {
+    let bytes = std::fs::read(path).ok()?;
+    let err = std::str::from_utf8(&bytes).err()?;
+    let good = std::str::from_utf8(&bytes[..err.valid_up_to()]).ok()?;
+    let line = good.matches('\n').count() + 1;
+    let col = good.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some((line, col, bytes[err.valid_up_to()]))
 }
 
 /// How to draw diagnostics on this process's standard error.

@@ -1,15 +1,20 @@
 //! Writing outputs safely: files appear complete or not at all, and a closed pipe is not an error.
 
 use super::Failure;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// A file being written under a temporary name next to its destination; it takes its real name
 /// only when [`PendingFile::commit`] is called, so an interrupted run never leaves a truncated file
 /// under the name the user asked for.
+///
+/// A destination that exists and is not a regular file (`/dev/stdout`, a named pipe, a terminal)
+/// is written directly: renaming over it would replace the device with a plain file. A symbolic
+/// link to a regular file is followed, so the link stays and its target gets the contents.
 pub struct PendingFile {
-    temp: PathBuf,
+    /// The temporary file, or `None` when writing directly to a special file.
+    temp: Option<PathBuf>,
     dest: PathBuf,
     writer: Option<BufWriter<File>>,
 }
@@ -33,18 +38,50 @@ impl PendingFile {
                 ),
             ));
         }
-        let temp = dest.with_file_name(format!(".{name}.rxnc-{}.tmp", std::process::id()));
-        let file = File::create(&temp).map_err(|e| {
+        let cannot = |e: io::Error| {
+            let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+            let help = match parent {
+                Some(p) if !p.is_dir() => {
+                    format!(
+                        "the directory `{}` does not exist; create it first",
+                        p.display()
+                    )
+                }
+                _ => "check that the directory exists and is writable".to_string(),
+            };
             Failure::input(
                 format!("cannot write `{}` (given to {flag}): {e}", dest.display()),
-                "check that the directory exists and is writable",
+                help,
             )
-        })?;
-        Ok(PendingFile {
-            temp,
-            dest: dest.to_path_buf(),
-            writer: Some(BufWriter::new(file)),
-        })
+        };
+        match std::fs::metadata(dest) {
+            Ok(meta) if !meta.is_file() => {
+                let file = OpenOptions::new().write(true).open(dest).map_err(cannot)?;
+                Ok(PendingFile {
+                    temp: None,
+                    dest: dest.to_path_buf(),
+                    writer: Some(BufWriter::new(file)),
+                })
+            }
+            found => {
+                let real = match found {
+                    Ok(_) => std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf()),
+                    Err(_) => dest.to_path_buf(),
+                };
+                let temp = real.with_file_name(format!(
+                    ".{}.rxnc-{}.tmp",
+                    real.file_name()
+                        .map_or(name.clone(), |n| n.to_string_lossy().into_owned()),
+                    std::process::id()
+                ));
+                let file = File::create(&temp).map_err(cannot)?;
+                Ok(PendingFile {
+                    temp: Some(temp),
+                    dest: real,
+                    writer: Some(BufWriter::new(file)),
+                })
+            }
+        }
     }
 
     /// The writer for the contents.
@@ -64,16 +101,18 @@ impl PendingFile {
             )
         };
         let file = w.into_inner().map_err(|e| fail(e.into_error()))?;
-        file.sync_all().map_err(fail)?;
-        std::fs::rename(&self.temp, &self.dest).map_err(fail)?;
+        if let Some(temp) = &self.temp {
+            file.sync_all().map_err(fail)?;
+            std::fs::rename(temp, &self.dest).map_err(fail)?;
+        }
         Ok(())
     }
 }
 
 impl Drop for PendingFile {
     fn drop(&mut self) {
-        if self.writer.is_some() {
-            let _ = std::fs::remove_file(&self.temp);
+        if let (Some(_), Some(temp)) = (&self.writer, &self.temp) {
+            let _ = std::fs::remove_file(temp);
         }
     }
 }

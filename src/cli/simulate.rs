@@ -6,6 +6,7 @@ use crate::Model;
 use crate::diagnostics::Diagnostic;
 use crate::engine::{Ensemble, SimError, SimOptions, write_stats, write_trajectories};
 use crate::jit::CompiledModel;
+use crate::syntax::ast::Span;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,10 +16,10 @@ pub struct SimulateArgs {
     /// The model file.
     file: PathBuf,
     /// The horizon: simulate from t = 0 to this time.
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
     t_end: f64,
     /// Sampling interval of the output [default: T/100].
-    #[arg(long, value_name = "DT")]
+    #[arg(long, value_name = "DT", allow_negative_numbers = true)]
     every: Option<f64>,
     /// Number of trajectories.
     #[arg(
@@ -56,14 +57,21 @@ pub fn sim_failure(model: &Model, e: SimError) -> Failure {
     match reaction.and_then(|name| model.ir.reactions.iter().find(|r| &r.name == name)) {
         Some(r) => {
             let (code, label) = match &e {
-                SimError::InvalidPropensity { .. } => {
-                    ("rxn::runtime::propensity", "this propensity")
-                }
-                _ => ("rxn::runtime::negative_count", "this reaction"),
+                SimError::InvalidPropensity { value, .. } => (
+                    "rxn::runtime::propensity",
+                    format!("this propensity is {value}"),
+                ),
+                SimError::NegativeCount { species, .. } => (
+                    "rxn::runtime::negative_count",
+                    format!("this propensity was not zero when `{species}` had run out"),
+                ),
+                _ => ("rxn::runtime", String::new()),
             };
             let text = e.to_string();
             let (message, help) = text.split_once("; ").unwrap_or((&text, ""));
-            let d = Diagnostic::new(code, message.to_string(), r.span, label);
+            let span = rate_span(model, r);
+            let d = Diagnostic::new(code, message.to_string(), span, label);
+
             model_diagnostic(
                 model,
                 if help.is_empty() {
@@ -75,12 +83,64 @@ pub fn sim_failure(model: &Model, e: SimError) -> Failure {
         }
         None => {
             let text = e.to_string();
-            let (message, help) = text
-                .split_once(". ")
-                .unwrap_or((&text, "see rxnc simulate --help"));
-            Failure::input(message, help)
+            match text.split_once(". ") {
+                Some((message, help)) => {
+                    let mut h = help.chars();
+                    let help: String = h
+                        .next()
+                        .map_or(String::new(), |c| c.to_lowercase().chain(h).collect());
+                    Failure::input(message, help)
+                }
+                None => Failure::input(&text, "see rxnc simulate --help"),
+            }
         }
     }
+}
+
+/// Where the rate of reaction channel `r` is written: the expression after `@` or `@=` (the second
+/// of two for the reverse channel of a reversible reaction). Falls back to the whole statement.
+fn rate_span(model: &Model, r: &crate::ir::Reaction) -> Span {
+    let text = &model.source.text;
+    let Some(statement) = text.get(r.span.start..r.span.end) else {
+        return r.span;
+    };
+    let Some(at) = statement.find('@') else {
+        return r.span;
+    };
+    let mut start = at + 1;
+    if statement[start..].starts_with('=') {
+        start += 1;
+    }
+    // Channels from one statement are consecutive: forward first, then reverse.
+    let which = model
+        .ir
+        .reactions
+        .iter()
+        .take_while(|other| !std::ptr::eq(*other, r))
+        .filter(|other| other.span == r.span)
+        .count();
+    let mut depth = 0i32;
+    let mut parts = vec![start];
+    for (i, c) in statement[start..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => parts.push(start + i + 1),
+            _ => {}
+        }
+    }
+    parts.push(statement.len() + 1);
+    let (Some(&from), Some(&to)) = (parts.get(which), parts.get(which + 1)) else {
+        return r.span;
+    };
+    let piece = &statement[from..to - 1];
+    let lead = piece.len() - piece.trim_start().len();
+    let trimmed = piece.trim();
+    if trimmed.is_empty() {
+        return r.span;
+    }
+    let begin = r.span.start + from + lead;
+    Span::new(begin, begin + trimmed.len())
 }
 
 pub fn run(args: SimulateArgs) -> Result<(), Failure> {
@@ -103,6 +163,29 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             "-n must be at least 1",
             "for example -n 1000",
         ));
+    }
+    if args.max_events == 0 {
+        return Err(Failure::input(
+            "--max-events must be at least 1",
+            "leave it out for the default of 100000000 events per trajectory",
+        ));
+    }
+    if let (Some(out), Some(stats)) = (&args.out, &args.stats) {
+        let same = out == stats
+            || matches!(
+                (std::path::absolute(out), std::path::absolute(stats)),
+                (Ok(a), Ok(b)) if a == b
+            )
+            || matches!(
+                (std::fs::canonicalize(out), std::fs::canonicalize(stats)),
+                (Ok(a), Ok(b)) if a == b
+            );
+        if same {
+            return Err(Failure::input(
+                format!("--out and --stats both name `{}`", out.display()),
+                "give them different files",
+            ));
+        }
     }
     if let Some(k) = args.threads {
         if k == 0 {

@@ -6,6 +6,8 @@ use crate::syntax::ast::{self, DeclKind, ExprKind, RateKind, Span, Statement};
 use std::collections::HashMap;
 
 const KEYWORDS: [&str; 5] = ["species", "param", "const", "observable", "in"];
+/// 2^63: initial copy numbers must be below it (they are stored as `i64`).
+const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// Checks a parsed file and lowers it to the IR. Returns every problem found, in text order.
 pub fn lower(file: &ast::File) -> Result<Model, Vec<Diagnostic>> {
@@ -94,6 +96,9 @@ struct Lowerer<'a> {
     param_progress: Vec<Progress>,
     /// Names being resolved, innermost last, to describe cycles.
     stack: Vec<String>,
+    /// Undeclared names already reported, with the index of their diagnostic: later uses become
+    /// secondary labels of it instead of diagnostics of their own.
+    undeclared_seen: HashMap<String, usize>,
 }
 
 fn reserved_reason(name: &str) -> Option<String> {
@@ -144,8 +149,16 @@ impl<'a> Lowerer<'a> {
                             d.name.span,
                             why,
                         )
-                        .with_help("choose another name"),
+                        .with_help(format!(
+                            "rename it, for example to `{}_`; keywords, function names, `t`, \
+                             `nan` and `inf` are reserved",
+                            d.name.name
+                        )),
                     );
+                    // Still declared, so that its uses are not reported again as undeclared.
+                    self.names
+                        .entry(d.name.name.clone())
+                        .or_insert((entity, d.name.span));
                     continue;
                 }
                 if let Some((prev, prev_span)) = self.names.get(&d.name.name) {
@@ -235,21 +248,31 @@ impl<'a> Lowerer<'a> {
         for r in reaction_statements {
             self.reaction(r, &labels, &mut reactions);
         }
-        if reactions.is_empty() && self.diags.is_empty() {
+        if !file
+            .statements
+            .iter()
+            .any(|s| matches!(s, Statement::Reaction(_)))
+        {
             let end = file.statements.last().map_or(0, |s| match s {
                 Statement::Reaction(r) => r.span.end,
                 Statement::Declarations(_, items) => items.last().map_or(0, |d| d.span.end),
             });
-            self.diags.push(
-                Diagnostic::new(
-                    "rxn::no_reactions",
-                    "the model has no reactions",
-                    Span::new(end, end),
-                    "",
+            let (message, label) = if file.statements.is_empty() {
+                (
+                    "the model is empty: it has no reactions",
+                    "nothing but blank lines and comments",
                 )
-                .with_help(
-                    "a model needs at least one reaction, such as `A -> B @ k` or `0 -> A @= k`",
-                ),
+            } else {
+                (
+                    "the model has no reactions",
+                    "the declarations end here, without any reaction",
+                )
+            };
+            self.diags.push(
+                Diagnostic::new("rxn::no_reactions", message, Span::new(end, end), label)
+                    .with_help(
+                        "a model needs at least one reaction, such as `A -> B @ k` or `0 -> A @= k`",
+                    ),
             );
         }
         let dependents = Model::dependency_graph(&reactions, self.species.len());
@@ -271,7 +294,7 @@ impl<'a> Lowerer<'a> {
         if let Some(v) = &d.value {
             let e = self.resolve(v, Ctx::SpeciesInit);
             let x = e.eval(&[], &[], 0.0);
-            if x.is_finite() && (x < 0.0 || x.fract() != 0.0 || x >= 9.223372036854775807e18) {
+            if x.is_finite() && (x < 0.0 || x.fract() != 0.0 || x >= TWO_TO_63) {
                 self.diags.push(
                     Diagnostic::new(
                         "rxn::count",
@@ -447,11 +470,11 @@ impl<'a> Lowerer<'a> {
                     self.diags.push(
                         Diagnostic::new(
                             "rxn::non_finite",
-                            "number too large to be finite",
+                            "this number is too large: it overflows to infinity",
                             e.span,
-                            "overflows",
+                            "larger than about 1.8e308",
                         )
-                        .with_help("values must be finite numbers (at most about 1.8e308)"),
+                        .with_help(non_finite_help(ctx)),
                     );
                 }
                 Expr::Num(*v)
@@ -564,10 +587,19 @@ impl<'a> Lowerer<'a> {
                         id.span,
                         "depends on the state",
                     )
-                    .with_help(format!(
-                        "{} must be fixed before the simulation starts; use numbers, constants and parameters",
-                        ctx.what()
-                    )),
+                    .with_help(if ctx == Ctx::Const {
+                        format!(
+                            "a constant is fixed before the simulation starts; for a quantity that \
+                             follows the state, declare an observable: `observable name = ...{}...`",
+                            id.name
+                        )
+                    } else {
+                        format!(
+                            "{} must be fixed before the simulation starts; use numbers, constants \
+                             and parameters",
+                            ctx.what()
+                        )
+                    }),
                 );
                 bad
             }
@@ -576,6 +608,9 @@ impl<'a> Lowerer<'a> {
             Entity::Const(i) => {
                 let e = self.const_expr(i, id.span);
                 if ctx.numeric() {
+                    // Keep the constant on the stack while its parameters are evaluated, so that a
+                    // cycle through it is described in full (`p -> c -> p`).
+                    self.stack.push(id.name.clone());
                     let values: Vec<f64> = (0..self.params.len())
                         .map(|j| {
                             if expr_reads_param(&e, j) {
@@ -585,6 +620,7 @@ impl<'a> Lowerer<'a> {
                             }
                         })
                         .collect();
+                    self.stack.pop();
                     Expr::Num(e.eval(&[], &values, 0.0))
                 } else {
                     e
@@ -598,11 +634,11 @@ impl<'a> Lowerer<'a> {
             self.diags.push(
                 Diagnostic::new(
                     "rxn::non_finite",
-                    format!("`{}` is not allowed", id.name),
+                    format!("`{}` is not a finite number", id.name),
                     id.span,
                     "not finite",
                 )
-                .with_help("values must be finite numbers"),
+                .with_help(non_finite_help(ctx)),
             );
             return;
         }
@@ -618,22 +654,27 @@ impl<'a> Lowerer<'a> {
             );
             return;
         }
-        let near = closest(&id.name, self.names.keys().map(String::as_str)).map(str::to_string);
-        let mut help = match near {
-            Some(n) => format!("did you mean `{n}`?"),
-            None => String::new(),
-        };
-        if ctx.reads_state() {
-            let add = format!("to add it as a species, write `species {}`", id.name);
-            help = if help.is_empty() {
-                add
-            } else {
-                format!("{help} Or, {add}")
-            };
-        } else if help.is_empty() {
-            help = format!("declare it first, e.g. `const {} = 1`", id.name);
+        if self.also_used(id) {
+            return;
         }
-        self.diags.push(
+        let near = closest(&id.name, self.names.keys().map(String::as_str)).map(str::to_string);
+        let declare = if ctx.reads_state() {
+            format!(
+                "declare it: `param {0} = 1` for a rate constant, or `species {0}` for a species",
+                id.name
+            )
+        } else {
+            format!(
+                "declare it, for example `param {0} = 1` or `const {0} = 1`",
+                id.name
+            )
+        };
+        let help = match near {
+            Some(n) => format!("did you mean `{n}`? Otherwise, {declare}"),
+            None => declare,
+        };
+        self.report_undeclared(
+            id,
             Diagnostic::new(
                 "rxn::undeclared",
                 format!("`{}` is not declared", id.name),
@@ -642,6 +683,25 @@ impl<'a> Lowerer<'a> {
             )
             .with_help(help),
         );
+    }
+
+    /// Adds a later use of an undeclared name to the diagnostic about its first use. Returns
+    /// whether the name had been reported already.
+    fn also_used(&mut self, id: &ast::Ident) -> bool {
+        match self.undeclared_seen.get(&id.name) {
+            Some(&k) => {
+                let d = &mut self.diags[k];
+                d.labels.push((id.span, "also used here".to_string()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn report_undeclared(&mut self, id: &ast::Ident, d: Diagnostic) {
+        self.undeclared_seen
+            .insert(id.name.clone(), self.diags.len());
+        self.diags.push(d);
     }
 
     fn complex(&mut self, terms: &[ast::Term]) -> Vec<(usize, u32)> {
@@ -681,24 +741,45 @@ impl<'a> Lowerer<'a> {
                     Some(entry) => entry.1 += coeff,
                     None => out.push((i, coeff)),
                 },
-                Some(&(entity, _)) => self.diags.push(
+                Some(&(entity, declared)) => self.diags.push(
                     Diagnostic::new(
                         "rxn::not_species",
                         format!("`{}` is {}, not a species", name.name, entity.describe()),
                         name.span,
                         "reactions consume and produce species only",
                     )
-                    .with_help("rename one of them, and declare the species with `species`"),
+                    .with_label(declared, format!("declared as {} here", entity.describe()))
+                    .with_help(format!(
+                        "declare the molecule with `species`, under a name of its own (say `species {}_`), \
+                         and use that name in the reaction",
+                        name.name
+                    )),
                 ),
                 None => {
+                    if self.also_used(name) {
+                        continue;
+                    }
+                    let add = format!(
+                        "declare it with a `species` line: `species {0}` (initially 0) or `species {0} = 10`",
+                        name.name
+                    );
                     let species_names = self.species.iter().map(|d| d.name.name.as_str());
-                    let near = closest(&name.name, species_names);
-                    let add = format!("add `species {}` to declare it", name.name);
-                    let help = match near {
-                        Some(n) => format!("did you mean `{n}`? Otherwise, {add}"),
-                        None => add,
+                    let near = closest(&name.name, species_names).map(str::to_string);
+                    // `A2` for `2 A`: a coefficient written after the species.
+                    let split = name.name.trim_end_matches(|c: char| c.is_ascii_digit());
+                    let coefficient_after = (split.len() < name.name.len()
+                        && matches!(self.names.get(split), Some((Entity::Species(_), _))))
+                    .then(|| format!("{} {split}", &name.name[split.len()..]));
+                    let help = match (coefficient_after, near) {
+                        (Some(fixed), _) => format!(
+                            "did you mean `{fixed}`? A coefficient goes before the species. \
+                             Otherwise, {add}"
+                        ),
+                        (None, Some(n)) => format!("did you mean `{n}`? Otherwise, {add}"),
+                        (None, None) => add,
                     };
-                    self.diags.push(
+                    self.report_undeclared(
+                        name,
                         Diagnostic::new(
                             "rxn::undeclared",
                             format!("species `{}` is not declared", name.name),
@@ -744,7 +825,10 @@ impl<'a> Lowerer<'a> {
                     "rxn::rate_count",
                     message,
                     r.rate_span,
-                    format!("{} rate(s)", rates.len()),
+                    match rates.len() {
+                        1 => "1 rate given".to_string(),
+                        n => format!("{n} rates given"),
+                    },
                 )
                 .with_label(
                     r.arrow_span,
@@ -809,6 +893,15 @@ impl<'a> Lowerer<'a> {
         } else {
             channel(base, &reactants, &products, &rates[0]);
         }
+    }
+}
+
+fn non_finite_help(ctx: Ctx) -> &'static str {
+    match ctx {
+        Ctx::Bound => {
+            "bounds must be finite numbers; for a generous bound write a large number such as `1e6`"
+        }
+        _ => "values must be finite numbers, such as `1`, `0.5`, `1e-3` or `2.5E+4`",
     }
 }
 

@@ -1,0 +1,817 @@
+//! The `rxnc` command line, run as a user would: exit statuses, outputs, and never a panic.
+//!
+//! Exit status contract: 0 success, 1 the input was wrong (with a diagnostic on standard error),
+//! 2 anything else. A panic (101) or a signal is never acceptable; every run here checks that.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rxnc");
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rxnc-cli-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn finish(args: &[&str], out: Output) -> Run {
+    let code = out
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("rxnc {args:?} was killed by a signal"));
+    let run = Run {
+        code,
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    };
+    assert_ne!(run.code, 101, "rxnc {args:?} panicked:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("panicked") && !run.stderr.contains("internal error"),
+        "rxnc {args:?}:\n{}",
+        run.stderr
+    );
+    assert!(
+        matches!(run.code, 0..=2),
+        "rxnc {args:?} exited with {}",
+        run.code
+    );
+    run
+}
+
+/// Runs rxnc in `dir` with plain diagnostics.
+fn rxnc_in(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("rxnc runs");
+    finish(args, out)
+}
+
+fn rxnc(args: &[&str]) -> Run {
+    rxnc_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// check
+
+#[test]
+fn check_prints_species_parameters_and_reactions() {
+    let r = rxnc(&["check", "examples/telegraph.rxn"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for word in ["species", "Goff", "Gon", "M", "kon", "koff", "ktx", "kdeg"] {
+        assert!(r.stdout.contains(word), "no {word} in\n{}", r.stdout);
+    }
+    // The reversible reaction's two channels and the labels.
+    for name in ["switch.fwd", "switch.rev", "tx", "deg"] {
+        assert!(r.stdout.contains(name), "no {name} in\n{}", r.stdout);
+    }
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+}
+
+#[test]
+fn check_shows_generated_reaction_names() {
+    let dir = scratch("generated-names");
+    write(
+        &dir,
+        "m.rxn",
+        "species A = 1, B\nA <-> B @ 1, 2\nB -> 0 @ 1\n",
+    );
+    let r = rxnc_in(&dir, &["check", "m.rxn"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for name in ["R1.fwd", "R1.rev", "R2"] {
+        assert!(r.stdout.contains(name), "no {name} in\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn check_emits_ir_and_clif() {
+    for emit in ["summary", "ir", "clif"] {
+        let r = rxnc(&["check", "examples/birth_death.rxn", "--emit", emit]);
+        assert_eq!(r.code, 0, "--emit {emit}: {}", r.stderr);
+        assert!(!r.stdout.is_empty(), "--emit {emit}");
+    }
+    let r = rxnc(&["check", "examples/birth_death.rxn", "--emit", "bogus"]);
+    assert_eq!(r.code, 1);
+}
+
+#[test]
+fn check_reports_a_broken_file_with_its_place() {
+    let dir = scratch("broken");
+    write(
+        &dir,
+        "broken.rxn",
+        "species A = 1\nparam k = 1\nA -> B @ k\n",
+    );
+    let r = rxnc_in(&dir, &["check", "broken.rxn"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(r.stderr.contains("broken.rxn:3:6"), "{}", r.stderr);
+    assert!(r.stderr.contains("rxn::undeclared"), "{}", r.stderr);
+    assert!(r.stderr.contains("species B"), "{}", r.stderr);
+    // Plain when standard error is not a terminal: no colour codes.
+    assert!(!r.stderr.contains('\u{1b}'), "{}", r.stderr);
+}
+
+#[test]
+fn check_reports_every_corpus_file_without_crashing() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/diagnostics");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rxn") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let r = rxnc_in(&dir, &["check", &name]);
+        assert_eq!(r.code, 1, "{name}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("[{name}:")),
+            "{name}: no place in\n{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("help:"),
+            "{name}: no help in\n{}",
+            r.stderr
+        );
+        n += 1;
+    }
+    assert!(n >= 60);
+}
+
+#[test]
+fn check_survives_hostile_input() {
+    let dir = scratch("hostile");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "nested.rxn",
+            format!(
+                "species A\nA -> 0 @ {}1{}\n",
+                "(".repeat(100_000),
+                ")".repeat(100_000)
+            )
+            .into_bytes(),
+        ),
+        (
+            "long.rxn",
+            format!("species A\nA -> 0 @ {}\n", vec!["A"; 200_000].join("*")).into_bytes(),
+        ),
+        (
+            "signs.rxn",
+            format!("species A\nA -> 0 @ {}1\n", "-".repeat(200_000)).into_bytes(),
+        ),
+        (
+            "latin1.rxn",
+            b"species A = 1 # caf\xe9\nA -> 0 @ 1\n".to_vec(),
+        ),
+        ("nul.rxn", b"species A\0 = 1\nA -> 0 @ 1\n".to_vec()),
+        ("binary.rxn", (0..=255u8).cycle().take(4096).collect()),
+        (
+            "unicode.rxn",
+            "species Ä = 1\nÄ -> 0 @ 1\n".as_bytes().to_vec(),
+        ),
+        (
+            "emoji.rxn",
+            "species A = 1 # 🧬\nA -> 0 @ 1 🧪\n".as_bytes().to_vec(),
+        ),
+    ];
+    for (name, bytes) in cases {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        let r = rxnc_in(&dir, &["check", name]);
+        assert_eq!(r.code, 1, "{name}: {}", r.stderr);
+        assert!(r.stderr.contains(name), "{name}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn missing_file_is_an_input_error() {
+    let r = rxnc(&["check", "no/such/model.rxn"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no/such/model.rxn"), "{}", r.stderr);
+    let r = rxnc(&["simulate", "no/such/model.rxn", "--t-end", "1"]);
+    assert_eq!(r.code, 1);
+    let r = rxnc(&["check", "examples"]);
+    assert_eq!(r.code, 1, "a directory is not a model file");
+}
+
+#[test]
+fn bad_usage_is_an_input_error_not_claps_two() {
+    for args in [
+        &["check", "--bogus", "examples/telegraph.rxn"][..],
+        &[
+            "simulate",
+            "examples/telegraph.rxn",
+            "--t-end",
+            "1",
+            "--bogus",
+        ],
+        &["simulate", "examples/telegraph.rxn"],
+        &["simulate", "examples/telegraph.rxn", "--t-end", "soon"],
+        &[
+            "simulate",
+            "examples/telegraph.rxn",
+            "--t-end",
+            "1",
+            "-n",
+            "-3",
+        ],
+        &[
+            "simulate",
+            "examples/telegraph.rxn",
+            "--t-end",
+            "1",
+            "--seed",
+            "x",
+        ],
+        &["frobnicate"],
+        &["check"],
+        &[],
+    ] {
+        let r = rxnc(args);
+        assert_eq!(r.code, 1, "rxnc {args:?}: {}", r.stderr);
+        assert!(!r.stderr.is_empty(), "rxnc {args:?} said nothing");
+    }
+}
+
+#[test]
+fn help_and_version_succeed() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help"],
+        &["check", "--help"],
+        &["simulate", "--help"],
+        &["help", "simulate"],
+        &["--version"],
+        &["-V"],
+    ] {
+        let r = rxnc(args);
+        assert_eq!(r.code, 0, "rxnc {args:?}: {}", r.stderr);
+        assert!(!r.stdout.is_empty(), "rxnc {args:?}");
+    }
+    let r = rxnc(&["simulate", "--help"]);
+    for flag in [
+        "--t-end",
+        "--every",
+        "--trajectories",
+        "--seed",
+        "--out",
+        "--stats",
+        "--max-events",
+        "--threads",
+    ] {
+        assert!(r.stdout.contains(flag), "no {flag} in\n{}", r.stdout);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// simulate: options
+
+#[test]
+fn simulate_rejects_bad_numbers() {
+    let bd = s(&example("birth_death.rxn")).to_string();
+    for (args, says) in [
+        (vec!["--t-end", "0"], "--t-end"),
+        (vec!["--t-end", "-1"], "--t-end"),
+        (vec!["--t-end=-5"], "--t-end"),
+        (vec!["--t-end", "nan"], "--t-end"),
+        (vec!["--t-end", "inf"], "--t-end"),
+        (vec!["--t-end", "1", "--every", "0"], "--every"),
+        (vec!["--t-end", "1", "--every", "-0.1"], "--every"),
+        (vec!["--t-end", "1", "-n", "0"], "-n"),
+        (vec!["--t-end", "1", "--threads", "0"], "--threads"),
+        (vec!["--t-end", "1", "--max-events", "0"], "--max-events"),
+        (vec!["--t-end", "1", "--every", "1e-12"], "10^8"),
+    ] {
+        let mut all = vec!["simulate", bd.as_str()];
+        all.extend(args.iter().copied());
+        let r = rxnc(&all);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("help:"), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?} printed {}", r.stdout);
+    }
+}
+
+#[test]
+fn simulate_unwritable_out_fails_before_running_and_creates_nothing() {
+    let bd = example("birth_death.rxn");
+    let target = Path::new("/nonexistent/dir/x.csv");
+    for flag in ["--out", "--stats"] {
+        let r = rxnc(&["simulate", s(&bd), "--t-end", "1", flag, s(target)]);
+        assert_eq!(r.code, 1, "{flag}: {}", r.stderr);
+        assert!(r.stderr.contains("/nonexistent/dir"), "{}", r.stderr);
+        assert!(!target.exists());
+        assert!(!Path::new("/nonexistent").exists());
+    }
+}
+
+#[test]
+fn simulate_out_to_a_directory_is_an_input_error() {
+    let dir = scratch("out-dir");
+    let bd = example("birth_death.rxn");
+    for flag in ["--out", "--stats"] {
+        let r = rxnc(&["simulate", s(&bd), "--t-end", "1", flag, s(&dir)]);
+        assert_eq!(r.code, 1, "{flag}: {}", r.stderr);
+        assert!(r.stderr.contains("directory"), "{}", r.stderr);
+        assert!(dir.is_dir());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "left something in {dir:?}"
+        );
+    }
+}
+
+#[test]
+fn simulate_out_and_stats_must_differ() {
+    let dir = scratch("same-file");
+    let bd = example("birth_death.rxn");
+    let r = rxnc_in(
+        &dir,
+        &[
+            "simulate",
+            s(&bd),
+            "--t-end",
+            "1",
+            "--out",
+            "x.csv",
+            "--stats",
+            "./x.csv",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(!dir.join("x.csv").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// simulate: outputs
+
+fn lines(text: &str) -> Vec<&str> {
+    text.lines().collect()
+}
+
+#[test]
+fn simulate_writes_trajectories_to_stdout() {
+    let bd = example("birth_death.rxn");
+    let r = rxnc(&[
+        "simulate",
+        s(&bd),
+        "--t-end",
+        "2",
+        "--every",
+        "0.5",
+        "-n",
+        "3",
+        "--seed",
+        "7",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = lines(&r.stdout);
+    assert_eq!(rows[0], "trajectory,time,X");
+    // 3 trajectories x 5 times (0, 0.5, 1, 1.5, 2).
+    assert_eq!(rows.len(), 1 + 3 * 5, "{}", r.stdout);
+    assert!(rows[1].starts_with("0,0,0"), "{}", rows[1]);
+    assert!(
+        rows.last().unwrap().starts_with("2,2,"),
+        "{}",
+        rows.last().unwrap()
+    );
+    for row in &rows[1..] {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells.len(), 3, "{row}");
+        let count: i64 = cells[2].parse().unwrap();
+        assert!(count >= 0);
+    }
+    // No progress bar, no chatter: standard error is not a terminal.
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+}
+
+#[test]
+fn simulate_header_has_species_then_observables() {
+    let dir = scratch("observables");
+    write(
+        &dir,
+        "obs.rxn",
+        "species A = 5, B = 0\nobservable total = A + B, twice = 2 * A\nA -> B @ 1\n",
+    );
+    let r = rxnc_in(
+        &dir,
+        &["simulate", "obs.rxn", "--t-end", "1", "--every", "1"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = lines(&r.stdout);
+    assert_eq!(rows[0], "trajectory,time,A,B,total,twice");
+    assert_eq!(rows[1], "0,0,5,0,5,10");
+    for row in &rows[1..] {
+        let c: Vec<f64> = row.split(',').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(c[4], c[2] + c[3], "{row}");
+        assert_eq!(c[5], 2.0 * c[2], "{row}");
+    }
+}
+
+#[test]
+fn simulate_default_grid_is_a_hundredth_of_the_horizon() {
+    let bd = example("birth_death.rxn");
+    let r = rxnc(&["simulate", s(&bd), "--t-end", "10"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = lines(&r.stdout);
+    assert_eq!(rows.len(), 1 + 101);
+    assert!(rows[2].starts_with("0,0.1,"), "{}", rows[2]);
+    assert!(rows[101].starts_with("0,10,"), "{}", rows[101]);
+}
+
+#[test]
+fn simulate_writes_out_and_stats_files() {
+    let dir = scratch("files");
+    let bd = example("birth_death.rxn");
+    let r = rxnc_in(
+        &dir,
+        &[
+            "simulate",
+            s(&bd),
+            "--t-end",
+            "4",
+            "--every",
+            "1",
+            "-n",
+            "20",
+            "--out",
+            "traj.csv",
+            "--stats",
+            "stats.csv",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.is_empty(),
+        "with --out/--stats nothing goes to stdout:\n{}",
+        r.stdout
+    );
+    let traj = std::fs::read_to_string(dir.join("traj.csv")).unwrap();
+    assert_eq!(lines(&traj)[0], "trajectory,time,X");
+    assert_eq!(lines(&traj).len(), 1 + 20 * 5);
+    let stats = std::fs::read_to_string(dir.join("stats.csv")).unwrap();
+    let rows = lines(&stats);
+    assert_eq!(rows[0], "time,name,mean,sd");
+    assert_eq!(rows.len(), 1 + 5);
+    assert_eq!(rows[1], "0,X,0,0");
+    for row in &rows[1..] {
+        let c: Vec<&str> = row.split(',').collect();
+        assert_eq!(c.len(), 4);
+        assert_eq!(c[1], "X");
+        let mean: f64 = c[2].parse().unwrap();
+        let sd: f64 = c[3].parse().unwrap();
+        assert!(mean >= 0.0 && sd >= 0.0, "{row}");
+    }
+    // No temporary files are left next to the outputs.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["stats.csv", "traj.csv"]);
+}
+
+#[test]
+fn simulate_stats_only() {
+    let dir = scratch("stats-only");
+    let r = rxnc_in(
+        &dir,
+        &[
+            "simulate",
+            s(&example("telegraph.rxn")),
+            "--t-end",
+            "1",
+            "--every",
+            "0.5",
+            "-n",
+            "5",
+            "--stats",
+            "s.csv",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+    let stats = std::fs::read_to_string(dir.join("s.csv")).unwrap();
+    let rows = lines(&stats);
+    assert_eq!(rows[0], "time,name,mean,sd");
+    // 3 times x 3 species, tidy.
+    assert_eq!(rows.len(), 1 + 3 * 3);
+    assert!(rows[1].starts_with("0,Goff,1,"), "{}", rows[1]);
+    assert!(!dir.join("traj.csv").exists());
+}
+
+#[test]
+fn one_trajectory_has_an_empty_sd() {
+    let dir = scratch("one-trajectory");
+    let r = rxnc_in(
+        &dir,
+        &[
+            "simulate",
+            s(&example("birth_death.rxn")),
+            "--t-end",
+            "1",
+            "--every",
+            "1",
+            "--stats",
+            "s.csv",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let stats = std::fs::read_to_string(dir.join("s.csv")).unwrap();
+    assert_eq!(lines(&stats)[1], "0,X,0,");
+}
+
+#[test]
+fn same_seed_same_output_whatever_the_threads() {
+    let t = example("telegraph.rxn");
+    let run = |seed: &str, threads: &str| {
+        let r = rxnc(&[
+            "simulate",
+            s(&t),
+            "--t-end",
+            "20",
+            "-n",
+            "16",
+            "--seed",
+            seed,
+            "--threads",
+            threads,
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+    };
+    let a = run("42", "1");
+    assert_eq!(a, run("42", "1"), "same seed, same output");
+    assert_eq!(a, run("42", "2"), "the thread count must not matter");
+    assert_eq!(a, run("42", "7"), "the thread count must not matter");
+    assert_ne!(a, run("43", "2"), "another seed, other trajectories");
+    // Trajectory i depends only on (seed, i): the first trajectories of a larger run are the same.
+    let r = rxnc(&[
+        "simulate",
+        s(&t),
+        "--t-end",
+        "20",
+        "-n",
+        "4",
+        "--seed",
+        "42",
+    ]);
+    let prefix: Vec<&str> = a.lines().take(r.stdout.lines().count()).collect();
+    assert_eq!(prefix, r.stdout.lines().collect::<Vec<_>>());
+}
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let mut child = Command::new(BIN)
+        .args([
+            "simulate",
+            s(&example("telegraph.rxn")),
+            "--t-end",
+            "1000",
+            "-n",
+            "200",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Read;
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 64];
+        stdout.read_exact(&mut first).unwrap();
+        assert!(first.starts_with(b"trajectory,time,"));
+        // Dropping the pipe closes it, like `| head`.
+    }
+    let out = child.wait_with_output().unwrap();
+    let r = finish(&["simulate (closed pipe)"], out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+}
+
+#[cfg(unix)]
+#[test]
+fn out_through_a_symlink_keeps_the_link() {
+    let dir = scratch("symlink");
+    let target = write(&dir, "real.csv", "old contents\n");
+    std::os::unix::fs::symlink(&target, dir.join("link.csv")).unwrap();
+    let r = rxnc_in(
+        &dir,
+        &[
+            "simulate",
+            s(&example("birth_death.rxn")),
+            "--t-end",
+            "1",
+            "--every",
+            "1",
+            "--out",
+            "link.csv",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        std::fs::symlink_metadata(dir.join("link.csv"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let text = std::fs::read_to_string(&target).unwrap();
+    assert!(text.starts_with("trajectory,time,X\n"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn out_to_a_named_pipe_writes_into_the_pipe() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("mkfifo is not available; skipped");
+        return;
+    }
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let r = rxnc_in(
+        &dir,
+        &[
+            "simulate",
+            s(&example("birth_death.rxn")),
+            "--t-end",
+            "1",
+            "--every",
+            "1",
+            "--stats",
+            "pipe",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = reader.join().unwrap();
+    assert!(text.starts_with("time,name,mean,sd\n"), "{text}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the pipe was replaced"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// simulate: runtime errors
+
+#[test]
+fn negative_propensity_names_the_reaction() {
+    let dir = scratch("negative-propensity");
+    write(
+        &dir,
+        "neg.rxn",
+        "species X = 5\nparam k = 1\nmake: 0 -> X @ k\ndecay: X -> 0 @= k * (1 - X)\n",
+    );
+    let r = rxnc_in(
+        &dir,
+        &["simulate", "neg.rxn", "--t-end", "10", "--out", "traj.csv"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("decay"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("rxn::runtime::propensity"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("neg.rxn:4:18"), "{}", r.stderr);
+    // Nothing written: not the file, not a temporary.
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "only the model is left"
+    );
+    insta::assert_snapshot!("runtime_negative_propensity", r.stderr);
+}
+
+#[test]
+fn negative_propensity_in_a_reverse_reaction() {
+    let dir = scratch("negative-reverse");
+    write(
+        &dir,
+        "rev.rxn",
+        "species A = 5, B = 0\nr: A <-> B @ 1, 2 - B\n",
+    );
+    let r = rxnc_in(
+        &dir,
+        &["simulate", "rev.rxn", "--t-end", "100", "--seed", "1"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("`r.rev`"), "{}", r.stderr);
+    // The label points at the second rate.
+    assert!(r.stderr.contains("rev.rxn:2:17"), "{}", r.stderr);
+    assert!(
+        r.stdout.is_empty(),
+        "no partial CSV on failure: {}",
+        r.stdout
+    );
+}
+
+#[test]
+fn nan_propensity_is_an_error() {
+    let dir = scratch("nan-propensity");
+    write(&dir, "nan.rxn", "species X = 0\n0 -> X @= log(X) + 1\n");
+    let r = rxnc_in(&dir, &["simulate", "nan.rxn", "--t-end", "1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("R1"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("rxn::runtime::propensity"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn negative_count_names_the_reaction_and_species() {
+    let dir = scratch("negative-count");
+    write(
+        &dir,
+        "count.rxn",
+        "species X = 0\nmake: 0 -> X @ 1\nwrong: X -> 0 @= 3\n",
+    );
+    let r = rxnc_in(
+        &dir,
+        &["simulate", "count.rxn", "--t-end", "10", "--seed", "3"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("rxn::runtime::negative_count"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("`wrong`") && r.stderr.contains("`X`"),
+        "{}",
+        r.stderr
+    );
+    // The time of the failure depends on the random stream; the rest does not.
+    let time = r
+        .stderr
+        .split("t = ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    assert!(time.parse::<f64>().unwrap() > 0.0);
+    insta::assert_snapshot!("runtime_negative_count", r.stderr.replace(time, "[time]"));
+}
+
+#[test]
+fn event_limit_is_an_input_error() {
+    let r = rxnc(&[
+        "simulate",
+        s(&example("birth_death.rxn")),
+        "--t-end",
+        "1000",
+        "--max-events",
+        "10",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("limit of 10 events"), "{}", r.stderr);
+    assert!(r.stderr.contains("--max-events"), "{}", r.stderr);
+}
+
+#[test]
+fn a_model_that_stops_is_fine() {
+    // All propensities reach zero: the state is held to the horizon.
+    let dir = scratch("absorbing");
+    write(&dir, "stop.rxn", "species A = 3, B\nA -> B @ 5\n");
+    let r = rxnc_in(
+        &dir,
+        &["simulate", "stop.rxn", "--t-end", "100", "--every", "50"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(lines(&r.stdout).last().copied(), Some("0,100,0,3"));
+}
