@@ -685,6 +685,26 @@ fn out_to_a_named_pipe_writes_into_the_pipe() {
     );
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn out_to_the_process_own_stdout_shares_it() {
+    // `/proc/self/fd/1` (like `/dev/stdout`) is this process's standard output: the CSV goes there,
+    // and nothing is renamed over it.
+    let r = rxnc(&[
+        "simulate",
+        s(&example("birth_death.rxn")),
+        "--t-end",
+        "1",
+        "--every",
+        "1",
+        "--stats",
+        "/proc/self/fd/1",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(lines(&r.stdout)[0], "time,name,mean,sd");
+    assert_eq!(lines(&r.stdout).len(), 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // simulate: runtime errors
 

@@ -513,3 +513,36 @@ fn large_but_valid_counts() {
     let m = parse("species A = 4611686018427387904\nA -> 0 @ 1\n").ir;
     assert_eq!(m.species[0].initial, 1 << 62);
 }
+
+/// The rendered examples in docs/language.md are the snapshots of the corpus files they name.
+#[test]
+fn documented_diagnostics_match_the_snapshots() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/language.md")).unwrap();
+    let mut checked = 0;
+    for block in doc.split("```").skip(1).step_by(2) {
+        let block = block.trim_matches('\n');
+        let Some(file) = block
+            .split(",-[")
+            .nth(1)
+            .and_then(|rest| rest.split(".rxn:").next())
+        else {
+            continue;
+        };
+        let snap = root.join(format!("tests/snapshots/diagnostics__{file}.snap"));
+        let Ok(text) = std::fs::read_to_string(&snap) else {
+            continue;
+        };
+        let body = text
+            .splitn(3, "---\n")
+            .nth(2)
+            .unwrap()
+            .trim_end_matches('\n');
+        assert_eq!(
+            block, body,
+            "docs/language.md shows an outdated rendering of {file}.rxn"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} documented examples found");
+}

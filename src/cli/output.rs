@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 /// only when [`PendingFile::commit`] is called, so an interrupted run never leaves a truncated file
 /// under the name the user asked for.
 ///
-/// A destination that exists and is not a regular file (`/dev/stdout`, a named pipe, a terminal)
-/// is written directly: renaming over it would replace the device with a plain file. A symbolic
+/// `/dev/stdout`, `/dev/stderr`, `/dev/fd/N` and `/proc/self/fd/N` write to the process's own
+/// descriptor, sharing its position, as if the output went to standard output (`--stats
+/// /dev/stdout > log` keeps what else was printed to `log`). Another destination that exists and
+/// is not a regular file (a named pipe, a terminal) is written directly: renaming over it would
+/// replace it with a plain file. A symbolic
 /// link to a regular file is followed, so the link stays and its target gets the contents.
 pub struct PendingFile {
     /// The temporary file, or `None` when writing directly to a special file.
@@ -54,9 +57,21 @@ impl PendingFile {
                 help,
             )
         };
+        #[cfg(unix)]
+        if let Some(fd) = inherited_fd(dest) {
+            // SAFETY: the descriptor is open (its `/dev/fd` entry exists) and is only duplicated.
+            let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+                .try_clone_to_owned()
+                .map_err(cannot)?;
+            return Ok(PendingFile {
+                temp: None,
+                dest: dest.to_path_buf(),
+                writer: Some(BufWriter::new(File::from(owned))),
+            });
+        }
         match std::fs::metadata(dest) {
             Ok(meta) if !meta.is_file() => {
-                let file = OpenOptions::new().write(true).open(dest).map_err(cannot)?;
+                let file = OpenOptions::new().append(true).open(dest).map_err(cannot)?;
                 Ok(PendingFile {
                     temp: None,
                     dest: dest.to_path_buf(),
@@ -107,6 +122,24 @@ impl PendingFile {
         }
         Ok(())
     }
+}
+
+/// The descriptor a path names when it is one of this process's own (`/dev/stdout`, `/dev/fd/3`),
+/// and that descriptor is open.
+#[cfg(unix)]
+fn inherited_fd(dest: &Path) -> Option<i32> {
+    let text = dest.to_str()?;
+    let fd = match text {
+        "/dev/stdin" => 0,
+        "/dev/stdout" => 1,
+        "/dev/stderr" => 2,
+        _ => text
+            .strip_prefix("/dev/fd/")
+            .or_else(|| text.strip_prefix("/proc/self/fd/"))?
+            .parse()
+            .ok()?,
+    };
+    std::fs::metadata(dest).is_ok().then_some(fd)
 }
 
 impl Drop for PendingFile {

@@ -299,7 +299,7 @@ impl<'a> Lowerer<'a> {
                     Diagnostic::new(
                         "rxn::count",
                         format!(
-                            "initial copy number of `{}` must be a whole number from 0 to 2^63 - 1",
+                            "initial copy number of `{}` must be a whole number in [0, 2^63)",
                             d.name.name
                         ),
                         v.span,
