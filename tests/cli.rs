@@ -309,6 +309,9 @@ fn simulate_rejects_bad_numbers() {
         (vec!["--t-end", "1", "--threads", "0"], "--threads"),
         (vec!["--t-end", "1", "--max-events", "0"], "--max-events"),
         (vec!["--t-end", "1", "--every", "1e-12"], "10^8"),
+        (vec!["--t-end", "1e300", "--every", "1e-300"], "10^8"),
+        (vec!["--t-end", "1", "--every", "-1e-9"], "--every"),
+        (vec!["--t-end", "10", "-n", "100000000000"], "memory"),
     ] {
         let mut all = vec!["simulate", bd.as_str()];
         all.extend(args.iter().copied());

@@ -16,10 +16,10 @@ pub struct SimulateArgs {
     /// The model file.
     file: PathBuf,
     /// The horizon: simulate from t = 0 to this time.
-    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
     t_end: f64,
     /// Sampling interval of the output [default: T/100].
-    #[arg(long, value_name = "DT", allow_negative_numbers = true)]
+    #[arg(long, value_name = "DT", allow_hyphen_values = true)]
     every: Option<f64>,
     /// Number of trajectories.
     #[arg(
@@ -143,18 +143,30 @@ fn rate_span(model: &Model, r: &crate::ir::Reaction) -> Span {
     Span::new(begin, begin + trimmed.len())
 }
 
+/// A number for a message: plain when short, in scientific notation when very large or small.
+fn num(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e9).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
+}
+
+/// The largest ensemble `simulate` keeps in memory: 64 GiB of counts.
+const MAX_ENSEMBLE_BYTES: f64 = 64.0 * (1u64 << 30) as f64;
+
 pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     let model = Model::load(&args.file)?;
     if !(args.t_end.is_finite() && args.t_end > 0.0) {
         return Err(Failure::input(
-            format!("--t-end must be a positive time, not {}", args.t_end),
+            format!("--t-end must be a positive time, not {}", num(args.t_end)),
             "for example --t-end 100",
         ));
     }
     let every = args.every.unwrap_or(args.t_end / 100.0);
     if !(every.is_finite() && every > 0.0) {
         return Err(Failure::input(
-            format!("--every must be a positive time, not {every}"),
+            format!("--every must be a positive time, not {}", num(every)),
             "for example --every 1",
         ));
     }
@@ -162,6 +174,33 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         return Err(Failure::input(
             "-n must be at least 1",
             "for example -n 1000",
+        ));
+    }
+    if args.t_end / every > 1e8 {
+        return Err(Failure::input(
+            format!(
+                "sampling every {} up to {} gives more than 10^8 sampling times",
+                num(every),
+                num(args.t_end)
+            ),
+            "choose a larger --every",
+        ));
+    }
+    // The ensemble is kept in memory (a count per trajectory, sampling time and species): refuse
+    // sizes that cannot fit rather than abort when the allocation fails.
+    let cells = (args.trajectories as f64)
+        * ((args.t_end / every).floor() + 2.0)
+        * model.ir.species.len().max(1) as f64;
+    if cells * 8.0 > MAX_ENSEMBLE_BYTES {
+        return Err(Failure::input(
+            format!(
+                "{} trajectories sampled every {} up to {} would need about {:.0} GB of memory",
+                args.trajectories,
+                num(every),
+                num(args.t_end),
+                cells * 8.0 / 1e9
+            ),
+            "use fewer trajectories (-n) or a larger sampling interval (--every)",
         ));
     }
     if args.max_events == 0 {
