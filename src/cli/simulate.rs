@@ -219,7 +219,9 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
                 (std::fs::canonicalize(out), std::fs::canonicalize(stats)),
                 (Ok(a), Ok(b)) if a == b
             );
-        if same {
+        // Two outputs into one device or pipe (`/dev/null`) are fine; into one file they are not.
+        let special = std::fs::metadata(out).is_ok_and(|m| !m.is_file());
+        if same && !special {
             return Err(Failure::input(
                 format!("--out and --stats both name `{}`", out.display()),
                 "give them different files",
