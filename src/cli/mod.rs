@@ -3,6 +3,7 @@
 //! Exit status: 0 success; 1 the user's input was wrong (a diagnostic was printed); 2 anything
 //! else. A panic is caught and reported as an internal error with status 2.
 
+mod grad;
 mod output;
 mod simulate;
 
@@ -26,6 +27,8 @@ enum Command {
     Check(CheckArgs),
     /// Exact stochastic simulation (Gillespie's direct method) of N trajectories.
     Simulate(simulate::SimulateArgs),
+    /// Estimate an objective over exact trajectories and its gradient with respect to every free parameter.
+    Grad(grad::GradArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,6 +159,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Check(args) => check(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Grad(args) => grad::run(args),
     }
 }
 

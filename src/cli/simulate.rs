@@ -144,7 +144,7 @@ fn rate_span(model: &Model, r: &crate::ir::Reaction) -> Span {
 }
 
 /// A number for a message: plain when short, in scientific notation when very large or small.
-fn num(x: f64) -> String {
+pub fn num(x: f64) -> String {
     if x != 0.0 && x.is_finite() && !(1e-4..1e9).contains(&x.abs()) {
         format!("{x:e}")
     } else {

@@ -24,7 +24,7 @@ pub const RESYNC_EVERY: u32 = 1024;
 /// The random stream of one trajectory.
 pub type TrajectoryRng = Xoshiro256PlusPlus;
 
-fn splitmix64(mut z: u64) -> u64 {
+pub fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -386,7 +386,7 @@ impl<'m> Trajectory<'m> {
                     state: self.named_state(),
                 });
             }
-            if self.events % 65_536 == 0 && stop.load(Ordering::Relaxed) {
+            if self.events.is_multiple_of(65_536) && stop.load(Ordering::Relaxed) {
                 return Err(SimError::Cancelled);
             }
             let j = match self.select(rng.random::<f64>() * self.a0) {

@@ -861,7 +861,7 @@ impl<'a> Lowerer<'a> {
                 let propensity = match law {
                     RateLaw::Full => rate.clone(),
                     RateLaw::MassAction => from.iter().fold(rate.clone(), |acc, &(i, s)| {
-                        Expr::mul(acc, Expr::Choose(i, s))
+                        super::derive::mul(acc, Expr::Choose(i, s))
                     }),
                 };
                 let mut net: Vec<(usize, i64)> = Vec::new();

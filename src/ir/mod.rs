@@ -4,9 +4,11 @@
 //! reads only species, free parameters, numbers and time. Parameters stay symbolic because fitting
 //! and design change them between runs; everything else is fixed at lowering.
 
+pub mod derive;
 mod display;
 mod lower;
 
+pub use derive::{Var, derive, is_zero};
 pub use lower::lower;
 
 use crate::syntax::ast::Span;
@@ -32,6 +34,8 @@ pub enum Func {
     Hill,
     /// `hillr(x, K, n) = K^n / (K^n + x^n)`
     Hillr,
+    /// The sign of `x` (-1, 0 or 1): appears only in derivatives, not in the language.
+    Sign,
 }
 
 impl Func {
@@ -103,15 +107,6 @@ pub enum Expr {
 }
 
 impl Expr {
-    /// `a * b`, folding the multiplicative identity.
-    pub fn mul(a: Expr, b: Expr) -> Expr {
-        match (&a, &b) {
-            (Expr::Num(x), _) if *x == 1.0 => b,
-            (_, Expr::Num(y)) if *y == 1.0 => a,
-            _ => Expr::Bin(BinOp::Mul, Box::new(a), Box::new(b)),
-        }
-    }
-
     /// Evaluates the expression on a state, parameter vector and time (the reference semantics the
     /// JIT is tested against).
     pub fn eval(&self, x: &[f64], p: &[f64], t: f64) -> f64 {
@@ -239,6 +234,8 @@ pub fn apply(f: Func, v: &[f64]) -> f64 {
         Func::Pow => v[0].powf(v[1]),
         Func::Hill => hill(v[0], v[1], v[2]),
         Func::Hillr => hillr(v[0], v[1], v[2]),
+        Func::Sign if v[0].is_nan() => f64::NAN,
+        Func::Sign => (v[0] > 0.0) as i32 as f64 - (v[0] < 0.0) as i32 as f64,
     }
 }
 

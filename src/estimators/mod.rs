@@ -1,0 +1,343 @@
+//! Gradient estimators through exact stochastic simulations, all in forward mode: a trajectory
+//! carries its tangents (state and time for `gs-st`, a running score for `score`, a pruned
+//! alternative path for `alt-path`), so memory per trajectory is O(parameters × species) whatever
+//! the number of events. See `docs/gradients.md` for the constructions, biases and variances.
+//!
+//! Every estimator produces, per trajectory, the values of the objective's leaf expressions and
+//! what it needs to estimate the gradient of E[f] and E[f²] for each leaf; the objective's chain
+//! rule is then applied to those moments ([`objective`]). Standard errors come from a grouped
+//! jackknife over trajectories, which accounts for the non-linearity of the objective and for the
+//! leave-one-out baseline of the score estimator.
+
+pub mod objective;
+mod runners;
+
+pub use objective::{Dual, LeafMoments, Objective, Statistic};
+
+use crate::engine::SimError;
+use crate::ir::{self, Expr};
+use crate::jit::CompiledModel;
+use rayon::prelude::*;
+use std::fmt;
+
+/// A gradient estimator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Estimator {
+    /// Straight-through Gumbel-Softmax: exact forward pass, softmax relaxation of the reaction
+    /// choice in the tangent pass. Biased; the bias shrinks and the variance grows as the
+    /// temperature goes to zero.
+    GsSt {
+        /// Softmax temperature.
+        temperature: f64,
+    },
+    /// Likelihood ratio (score function) with a leave-one-out baseline. Unbiased.
+    Score,
+    /// Alternative paths on a uniformised clock, pruned to one per parameter and trajectory.
+    /// Unbiased.
+    AltPath,
+    /// Gaussian-smoothed central finite differences with common random numbers and antithetic
+    /// pairs. Unbiased for the smoothed objective.
+    Fd {
+        /// Smoothing width, relative (in log space for positive rates).
+        sigma: f64,
+    },
+}
+
+impl Estimator {
+    /// The name used on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Estimator::GsSt { .. } => "gs-st",
+            Estimator::Score => "score",
+            Estimator::AltPath => "alt-path",
+            Estimator::Fd { .. } => "fd",
+        }
+    }
+    /// All names, for help texts.
+    pub const NAMES: [&'static str; 4] = ["gs-st", "score", "alt-path", "fd"];
+}
+
+/// Options of a gradient estimate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradOptions {
+    /// The horizon at which the objective's statistics are taken.
+    pub t_end: f64,
+    /// Number of trajectories.
+    pub trajectories: usize,
+    /// Seed of the random streams.
+    pub seed: u64,
+    /// The estimator.
+    pub estimator: Estimator,
+    /// Events allowed per trajectory.
+    pub max_events: u64,
+}
+
+/// An estimate with its standard error.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// The estimate.
+    pub estimate: f64,
+    /// Its standard error.
+    pub stderr: f64,
+}
+
+/// The objective and its gradient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradResult {
+    /// The objective's estimate.
+    pub objective: Estimate,
+    /// (parameter name, derivative) for every free parameter, in declaration order.
+    pub gradient: Vec<(String, Estimate)>,
+    /// The estimator's name.
+    pub estimator: &'static str,
+    /// Number of trajectories.
+    pub trajectories: usize,
+    /// Events simulated in all (including alternative and perturbed paths).
+    pub events: u64,
+}
+
+/// A gradient estimate failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GradError {
+    /// Unusable options.
+    Options(String),
+    /// A simulation failed.
+    Simulation(SimError),
+    /// The estimate is not finite.
+    NonFinite {
+        /// The estimator.
+        estimator: &'static str,
+        /// What is not finite and the likely reason.
+        what: String,
+    },
+}
+
+impl fmt::Display for GradError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GradError::Options(m) => f.write_str(m),
+            GradError::Simulation(e) => write!(f, "{e}"),
+            GradError::NonFinite { estimator, what } => {
+                write!(f, "the {estimator} estimate is not finite: {what}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for GradError {}
+
+impl From<SimError> for GradError {
+    fn from(e: SimError) -> Self {
+        GradError::Simulation(e)
+    }
+}
+
+/// One trajectory's contribution: the leaves' values and the estimator's raw material.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Record {
+    /// Leaf values at the horizon (M).
+    pub f: Vec<f64>,
+    /// Estimator-specific data (see each runner).
+    pub extra: Vec<f64>,
+    /// Events simulated for this record.
+    pub events: u64,
+}
+
+/// The leaves of an objective with their symbolic derivatives, evaluated at the horizon.
+pub(crate) struct Leaves {
+    exprs: Vec<Expr>,
+    by_species: Vec<Vec<Expr>>,
+    by_param: Vec<Vec<Expr>>,
+}
+
+impl Leaves {
+    fn new(objective: &Objective, model: &ir::Model) -> Leaves {
+        let exprs = objective.leaves.clone();
+        let by_species = exprs
+            .iter()
+            .map(|e| {
+                (0..model.species.len())
+                    .map(|i| ir::derive(e, ir::Var::Species(i)))
+                    .collect()
+            })
+            .collect();
+        let by_param = exprs
+            .iter()
+            .map(|e| {
+                (0..model.params.len())
+                    .map(|q| ir::derive(e, ir::Var::Param(q)))
+                    .collect()
+            })
+            .collect();
+        Leaves {
+            exprs,
+            by_species,
+            by_param,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.exprs.len()
+    }
+    pub fn values(&self, x: &[i64], p: &[f64], t: f64) -> Vec<f64> {
+        let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        self.exprs.iter().map(|e| e.eval(&xf, p, t)).collect()
+    }
+    /// ∂f_m/∂θ_q at the state, as `[m][q]`.
+    pub fn direct(&self, x: &[i64], p: &[f64], t: f64) -> Vec<f64> {
+        let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        self.by_param
+            .iter()
+            .flat_map(|row| row.iter().map(|d| d.eval(&xf, p, t)).collect::<Vec<_>>())
+            .collect()
+    }
+    /// The pathwise derivative `∇_x f · dx + ∂f/∂θ` as `[m][q]`, with `dx` as `[species][param]`.
+    pub fn pathwise(&self, x: &[i64], dx: &[f64], p: &[f64], t: f64) -> Vec<f64> {
+        let np = p.len();
+        let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let mut out = self.direct(x, p, t);
+        for (m, row) in self.by_species.iter().enumerate() {
+            for (i, d) in row.iter().enumerate() {
+                if ir::is_zero(d) {
+                    continue;
+                }
+                let g = d.eval(&xf, p, t);
+                for q in 0..np {
+                    out[m * np + q] += g * dx[i * np + q];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Estimates the objective and its gradient with respect to every free parameter.
+pub fn estimate_gradient(
+    compiled: &CompiledModel,
+    params: &[f64],
+    objective: &Objective,
+    options: &GradOptions,
+) -> Result<GradResult, GradError> {
+    let model = &compiled.model;
+    if model.params.is_empty() {
+        return Err(GradError::Options(
+            "the model has no free parameters to differentiate; declare rates with `param` instead of `const`".into(),
+        ));
+    }
+    if !(options.t_end.is_finite() && options.t_end > 0.0) {
+        return Err(GradError::Options(format!(
+            "the horizon must be a positive finite time, not {}",
+            options.t_end
+        )));
+    }
+    if options.trajectories < 2 {
+        return Err(GradError::Options(format!(
+            "at least 2 trajectories are needed to estimate standard errors, not {}",
+            options.trajectories
+        )));
+    }
+    match options.estimator {
+        Estimator::GsSt { temperature } if !(temperature.is_finite() && temperature > 0.0) => {
+            return Err(GradError::Options(format!(
+                "the temperature must be positive, not {temperature}"
+            )));
+        }
+        Estimator::Fd { sigma } if !(sigma.is_finite() && sigma > 0.0) => {
+            return Err(GradError::Options(format!(
+                "the smoothing width must be positive, not {sigma}"
+            )));
+        }
+        _ => {}
+    }
+    if params.len() != model.params.len() {
+        return Err(GradError::Options(format!(
+            "expected {} parameter values, got {}",
+            model.params.len(),
+            params.len()
+        )));
+    }
+    let leaves = Leaves::new(objective, model);
+    let fd_scales = runners::fd_scales(model, params);
+    let records: Vec<Record> = (0..options.trajectories)
+        .into_par_iter()
+        .map(|n| runners::run(compiled, params, &leaves, options, &fd_scales, n))
+        .collect::<Result<_, SimError>>()?;
+    let events = records.iter().map(|r| r.events).sum();
+
+    let all: Vec<&Record> = records.iter().collect();
+    let aggregate = |subset: &[&Record]| {
+        let moments = runners::moments(
+            options.estimator,
+            subset,
+            leaves.len(),
+            params.len(),
+            &fd_scales,
+        );
+        objective.evaluate(&moments)
+    };
+    let full = aggregate(&all);
+    // Grouped jackknife: delete each of G contiguous groups in turn.
+    let groups = options.trajectories.min(50);
+    let replicates: Vec<Dual> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            let (lo, hi) = (g * all.len() / groups, (g + 1) * all.len() / groups);
+            let subset: Vec<&Record> = all[..lo].iter().chain(&all[hi..]).copied().collect();
+            aggregate(&subset)
+        })
+        .collect();
+    let jackknife_se = |value: &dyn Fn(&Dual) -> f64| {
+        let g = groups as f64;
+        let mean = replicates.iter().map(value).sum::<f64>() / g;
+        ((g - 1.0) / g
+            * replicates
+                .iter()
+                .map(|r| (value(r) - mean).powi(2))
+                .sum::<f64>())
+        .sqrt()
+    };
+    let name = options.estimator.name();
+    let objective_estimate = Estimate {
+        estimate: full.v,
+        stderr: jackknife_se(&|d: &Dual| d.v),
+    };
+    if !objective_estimate.estimate.is_finite() {
+        return Err(GradError::NonFinite {
+            estimator: name,
+            what: format!(
+                "the objective evaluates to {} (for example a log or division of a statistic that is zero, or sd of a constant)",
+                full.v
+            ),
+        });
+    }
+    let mut gradient = Vec::with_capacity(params.len());
+    for (q, p) in model.params.iter().enumerate() {
+        let e = Estimate {
+            estimate: full.d[q],
+            stderr: jackknife_se(&|d: &Dual| d.d[q]),
+        };
+        if !e.estimate.is_finite() {
+            let why = match options.estimator {
+                Estimator::GsSt { .. } => {
+                    "the tangents overflowed; at low temperature on long trajectories the \
+                     straight-through variance explodes: raise --temperature or use --estimator score"
+                }
+                Estimator::Score => {
+                    "a propensity derivative was not finite (check rate laws at zero counts)"
+                }
+                _ => "a derivative of the objective is not finite at the estimated moments",
+            };
+            return Err(GradError::NonFinite {
+                estimator: name,
+                what: format!("d/d{} is {}: {why}", p.name, e.estimate),
+            });
+        }
+        gradient.push((p.name.clone(), e));
+    }
+    Ok(GradResult {
+        objective: objective_estimate,
+        gradient,
+        estimator: name,
+        trajectories: options.trajectories,
+        events,
+    })
+}

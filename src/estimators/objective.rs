@@ -1,0 +1,374 @@
+//! Objectives: arithmetic over `mean(x)`, `var(x)` and `sd(x)` of species or observable
+//! expressions at the horizon, with the chain rule done by forward-mode dual numbers over the
+//! estimated moments (a function of expectations is not the expectation of a function).
+
+use crate::diagnostics::{Diagnostic, ModelError, SourceFile, closest};
+use crate::ir::{self, Expr, Func};
+use crate::syntax::{self, ast};
+
+/// Which statistic of a leaf expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statistic {
+    /// `mean(x)`
+    Mean,
+    /// `var(x)`: the sample variance (n - 1 denominator).
+    Var,
+    /// `sd(x)`: its square root.
+    Sd,
+}
+
+/// An objective expression over statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObjectiveExpr {
+    /// A number.
+    Num(f64),
+    /// A statistic of leaf `i`.
+    Stat(Statistic, usize),
+    /// `-e`
+    Neg(Box<ObjectiveExpr>),
+    /// `a op b`
+    Bin(ir::BinOp, Box<ObjectiveExpr>, Box<ObjectiveExpr>),
+    /// `exp`, `log`, `sqrt`, `abs`, `pow`, `min`, `max` of statistics.
+    Call(Func, Vec<ObjectiveExpr>),
+}
+
+/// A parsed and resolved objective.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    /// The text as given.
+    pub text: String,
+    /// The expression over statistics.
+    pub expr: ObjectiveExpr,
+    /// The distinct expressions statistics are taken of, over species, parameters and time.
+    pub leaves: Vec<Expr>,
+}
+
+/// A value with its gradient with respect to the free parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dual {
+    /// The value.
+    pub v: f64,
+    /// Its derivatives.
+    pub d: Vec<f64>,
+}
+
+impl Dual {
+    fn constant(v: f64, n: usize) -> Dual {
+        Dual { v, d: vec![0.0; n] }
+    }
+    fn map(&self, v: f64, slope: f64) -> Dual {
+        Dual {
+            v,
+            d: self.d.iter().map(|x| x * slope).collect(),
+        }
+    }
+    fn combine(&self, other: &Dual, v: f64, da: f64, db: f64) -> Dual {
+        Dual {
+            v,
+            d: self
+                .d
+                .iter()
+                .zip(&other.d)
+                .map(|(x, y)| da * x + db * y)
+                .collect(),
+        }
+    }
+}
+
+/// The estimated moments of one leaf `f`: E[f], E[f²] and their gradients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeafMoments {
+    /// E[f] and its gradient.
+    pub m1: Dual,
+    /// E[f²] and its gradient.
+    pub m2: Dual,
+    /// Number of samples (for the n - 1 correction of the variance).
+    pub n: usize,
+}
+
+impl Objective {
+    /// Parses `text` and resolves its names in `model`.
+    pub fn parse(text: &str, model: &ir::Model) -> Result<Objective, ModelError> {
+        let source = SourceFile::new("--objective", text);
+        let fail = |diagnostics| ModelError {
+            source: source.clone(),
+            diagnostics,
+        };
+        let ast = syntax::parse_expr(text).map_err(|d| fail(vec![d]))?;
+        let mut r = Resolver {
+            model,
+            leaves: vec![],
+            diags: vec![],
+        };
+        let expr = r.outer(&ast);
+        if r.diags.is_empty() && r.leaves.is_empty() {
+            r.diags.push(
+                Diagnostic::new(
+                    "rxn::objective",
+                    "the objective takes no statistic",
+                    ast.span,
+                    "a constant",
+                )
+                .with_help(
+                    "use mean(x), var(x) or sd(x) of a species or observable, e.g. `mean(M)`",
+                ),
+            );
+        }
+        if r.diags.is_empty() {
+            Ok(Objective {
+                text: text.to_string(),
+                expr,
+                leaves: r.leaves,
+            })
+        } else {
+            Err(fail(r.diags))
+        }
+    }
+
+    /// Evaluates the objective and its gradient from the leaves' moments.
+    pub fn evaluate(&self, moments: &[LeafMoments]) -> Dual {
+        eval(&self.expr, moments)
+    }
+}
+
+fn stat(kind: Statistic, m: &LeafMoments) -> Dual {
+    if kind == Statistic::Mean {
+        return m.m1.clone();
+    }
+    let c = if m.n > 1 {
+        m.n as f64 / (m.n as f64 - 1.0)
+    } else {
+        f64::NAN
+    };
+    let mean = &m.m1;
+    let var = Dual {
+        v: c * (m.m2.v - mean.v * mean.v),
+        d: m.m2
+            .d
+            .iter()
+            .zip(&mean.d)
+            .map(|(d2, d1)| c * (d2 - 2.0 * mean.v * d1))
+            .collect(),
+    };
+    match kind {
+        Statistic::Var => var,
+        _ => {
+            let sd = var.v.max(0.0).sqrt();
+            var.map(sd, 0.5 / sd)
+        }
+    }
+}
+
+fn eval(e: &ObjectiveExpr, m: &[LeafMoments]) -> Dual {
+    let n = m.first().map_or(0, |l| l.m1.d.len());
+    match e {
+        ObjectiveExpr::Num(v) => Dual::constant(*v, n),
+        ObjectiveExpr::Stat(kind, i) => stat(*kind, &m[*i]),
+        ObjectiveExpr::Neg(a) => {
+            let a = eval(a, m);
+            a.map(-a.v, -1.0)
+        }
+        ObjectiveExpr::Bin(op, a, b) => {
+            let (a, b) = (eval(a, m), eval(b, m));
+            match op {
+                ir::BinOp::Add => a.combine(&b, a.v + b.v, 1.0, 1.0),
+                ir::BinOp::Sub => a.combine(&b, a.v - b.v, 1.0, -1.0),
+                ir::BinOp::Mul => a.combine(&b, a.v * b.v, b.v, a.v),
+                ir::BinOp::Div => a.combine(&b, a.v / b.v, 1.0 / b.v, -a.v / (b.v * b.v)),
+                ir::BinOp::Pow => pow(&a, &b),
+            }
+        }
+        ObjectiveExpr::Call(f, args) => {
+            let v: Vec<Dual> = args.iter().map(|a| eval(a, m)).collect();
+            let x = &v[0];
+            match f {
+                Func::Exp => x.map(x.v.exp(), x.v.exp()),
+                Func::Log => x.map(x.v.ln(), 1.0 / x.v),
+                Func::Sqrt => x.map(x.v.sqrt(), 0.5 / x.v.sqrt()),
+                Func::Abs => x.map(x.v.abs(), x.v.signum()),
+                Func::Pow => pow(x, &v[1]),
+                Func::Min => {
+                    if x.v <= v[1].v {
+                        x.clone()
+                    } else {
+                        v[1].clone()
+                    }
+                }
+                Func::Max => {
+                    if x.v >= v[1].v {
+                        x.clone()
+                    } else {
+                        v[1].clone()
+                    }
+                }
+                Func::Hill | Func::Hillr | Func::Sign => unreachable!("rejected when resolving"),
+            }
+        }
+    }
+}
+
+fn pow(a: &Dual, b: &Dual) -> Dual {
+    let v = a.v.powf(b.v);
+    let da = b.v * a.v.powf(b.v - 1.0);
+    let db = if b.d.iter().all(|x| *x == 0.0) {
+        0.0
+    } else {
+        v * a.v.ln()
+    };
+    a.combine(b, v, da, db)
+}
+
+struct Resolver<'m> {
+    model: &'m ir::Model,
+    leaves: Vec<Expr>,
+    diags: Vec<Diagnostic>,
+}
+
+impl Resolver<'_> {
+    fn outer(&mut self, e: &ast::Expr) -> ObjectiveExpr {
+        use ast::ExprKind as K;
+        match &e.kind {
+            K::Number(v) => ObjectiveExpr::Num(*v),
+            K::Unary(_, a) => ObjectiveExpr::Neg(Box::new(self.outer(a))),
+            K::Binary(op, a, b) => {
+                ObjectiveExpr::Bin(binop(*op), Box::new(self.outer(a)), Box::new(self.outer(b)))
+            }
+            K::Call(f, args) => {
+                let kind = match f.name.as_str() {
+                    "mean" => Some(Statistic::Mean),
+                    "var" => Some(Statistic::Var),
+                    "sd" => Some(Statistic::Sd),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    if args.len() != 1 {
+                        self.diags.push(
+                            Diagnostic::new(
+                                "rxn::objective",
+                                format!("`{}` takes one expression", f.name),
+                                e.span,
+                                "",
+                            )
+                            .with_help(format!(
+                                "write {}(x) with x a species or observable expression",
+                                f.name
+                            )),
+                        );
+                        return ObjectiveExpr::Num(f64::NAN);
+                    }
+                    let leaf = self.inner(&args[0]);
+                    let i = match self.leaves.iter().position(|l| *l == leaf) {
+                        Some(i) => i,
+                        None => {
+                            self.leaves.push(leaf);
+                            self.leaves.len() - 1
+                        }
+                    };
+                    return ObjectiveExpr::Stat(kind, i);
+                }
+                let allowed = ["exp", "log", "sqrt", "abs", "pow", "min", "max"];
+                match Func::by_name(&f.name).filter(|_| allowed.contains(&f.name.as_str())) {
+                    Some((func, arity)) if arity == args.len() => {
+                        ObjectiveExpr::Call(func, args.iter().map(|a| self.outer(a)).collect())
+                    }
+                    _ => {
+                        let near =
+                            closest(&f.name, ["mean", "var", "sd"].into_iter().chain(allowed));
+                        self.diags.push(
+                            Diagnostic::new("rxn::objective", format!("`{}(...)` cannot be used here", f.name), f.span, "not a statistic")
+                                .with_help(match near {
+                                    Some(n) => format!("did you mean `{n}`? Objectives combine mean(x), var(x), sd(x) with numbers, arithmetic and {}", allowed.join(", ")),
+                                    None => format!("objectives combine mean(x), var(x), sd(x) with numbers, arithmetic and {}", allowed.join(", ")),
+                                }),
+                        );
+                        ObjectiveExpr::Num(f64::NAN)
+                    }
+                }
+            }
+            K::Name(id) => {
+                self.diags.push(
+                    Diagnostic::new(
+                        "rxn::objective",
+                        format!("`{}` needs a statistic around it", id.name),
+                        id.span,
+                        "a random quantity",
+                    )
+                    .with_help(format!("write mean({0}), var({0}) or sd({0})", id.name)),
+                );
+                ObjectiveExpr::Num(f64::NAN)
+            }
+        }
+    }
+
+    /// An expression inside a statistic: species, observables, parameters, constants, `t`.
+    fn inner(&mut self, e: &ast::Expr) -> Expr {
+        use ast::ExprKind as K;
+        let m = self.model;
+        match &e.kind {
+            K::Number(v) => Expr::Num(*v),
+            K::Unary(_, a) => ir::derive::neg(self.inner(a)),
+            K::Binary(op, a, b) => {
+                Expr::Bin(binop(*op), Box::new(self.inner(a)), Box::new(self.inner(b)))
+            }
+            K::Call(f, args) => match Func::by_name(&f.name) {
+                Some((func, arity)) if arity == args.len() => {
+                    Expr::Call(func, args.iter().map(|a| self.inner(a)).collect())
+                }
+                _ => {
+                    self.diags.push(
+                        Diagnostic::new("rxn::objective", format!("unknown function `{}` with {} arguments", f.name, args.len()), f.span, "")
+                            .with_help("statistics cannot be nested; inside them use the model's functions (exp, log, sqrt, abs, min, max, pow, hill, hillr)"),
+                    );
+                    Expr::Num(f64::NAN)
+                }
+            },
+            K::Name(id) => {
+                let n = id.name.as_str();
+                if let Some(i) = m.species_index(n) {
+                    Expr::Species(i)
+                } else if let Some(o) = m.observables.iter().find(|o| o.name == n) {
+                    o.expr.clone()
+                } else if let Some(i) = m.param_index(n) {
+                    Expr::Param(i)
+                } else if let Some(c) = m.consts.iter().find(|c| c.name == n) {
+                    c.expr.clone()
+                } else if n == "t" {
+                    Expr::Time
+                } else {
+                    let names = m
+                        .species
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .chain(m.observables.iter().map(|o| o.name.as_str()));
+                    let help = match closest(n, names) {
+                        Some(near) => format!("did you mean `{near}`?"),
+                        None => {
+                            "statistics are taken of species and observables declared in the model"
+                                .to_string()
+                        }
+                    };
+                    self.diags.push(
+                        Diagnostic::new(
+                            "rxn::objective",
+                            format!("`{n}` is not a species or observable of the model"),
+                            id.span,
+                            "unknown",
+                        )
+                        .with_help(help),
+                    );
+                    Expr::Num(f64::NAN)
+                }
+            }
+        }
+    }
+}
+
+fn binop(op: ast::BinaryOp) -> ir::BinOp {
+    match op {
+        ast::BinaryOp::Add => ir::BinOp::Add,
+        ast::BinaryOp::Sub => ir::BinOp::Sub,
+        ast::BinaryOp::Mul => ir::BinOp::Mul,
+        ast::BinaryOp::Div => ir::BinOp::Div,
+        ast::BinaryOp::Pow => ir::BinOp::Pow,
+    }
+}
