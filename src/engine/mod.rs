@@ -74,7 +74,10 @@ impl SimOptions {
     /// The sampling times: multiples of `every` up to `t_end`, and `t_end` itself.
     pub fn grid(&self) -> Vec<f64> {
         let steps = (self.t_end / self.every * (1.0 + 1e-12)).floor() as usize;
-        let mut times: Vec<f64> = (0..=steps).map(|k| k as f64 * self.every).collect();
+        // k × every, rounded to 15 significant digits so that 3 × 0.1 is written 0.3, not
+        // 0.30000000000000004 (the grid is where samples are taken, not a computed quantity).
+        let clean = |v: f64| format!("{v:.14e}").parse::<f64>().unwrap_or(v);
+        let mut times: Vec<f64> = (0..=steps).map(|k| clean(k as f64 * self.every)).collect();
         if times
             .last()
             .is_some_and(|&l| (self.t_end - l) > 1e-9 * self.t_end)
@@ -301,7 +304,7 @@ impl<'m> Trajectory<'m> {
     }
 
     /// Fires reaction `j` at the current time and updates the propensities.
-    #[inline]
+    #[inline(always)]
     pub fn fire(&mut self, j: usize) -> Result<(), SimError> {
         // SAFETY: j < n_reactions (from select), and x, a, params have the model's sizes.
         let delta = unsafe {
@@ -318,12 +321,6 @@ impl<'m> Trajectory<'m> {
         if self.since_resync >= RESYNC_EVERY || self.a0 < 1e-6 * before {
             self.a0 = self.a.iter().sum();
             self.since_resync = 0;
-        }
-        if self.compiled.model.time_dependent {
-            self.a0 = self
-                .compiled
-                .propensities(&self.x, self.params, self.t, &mut self.a);
-            self.check_propensities()?;
         }
         Ok(())
     }
@@ -358,36 +355,54 @@ impl<'m> Trajectory<'m> {
         mut sample: impl FnMut(usize, &[i64]),
         stop: &AtomicBool,
     ) -> Result<(), SimError> {
+        let time_dependent = self.compiled.model.time_dependent;
         let mut next = times
             .iter()
             .position(|&g| g >= self.t)
             .unwrap_or(times.len());
+        let mut next_sample = times.get(next).copied().unwrap_or(f64::INFINITY);
+        // One comparison per event covers both the event limit and the periodic cancellation check.
+        let mut checkpoint = max_events.min(self.events + 65_536);
         loop {
-            let t_next = if self.a0 > 0.0 {
+            let t_next = if time_dependent {
+                let e: f64 = Exp1.sample(rng);
+                self.waiting_time_dependent(e, t_end)
+            } else if self.a0 > 0.0 {
                 let e: f64 = Exp1.sample(rng);
                 self.t + e / self.a0
             } else {
                 f64::INFINITY
             };
-            while next < times.len() && times[next] < t_next {
+            while next_sample < t_next {
                 sample(next, &self.x);
                 next += 1;
+                next_sample = times.get(next).copied().unwrap_or(f64::INFINITY);
             }
             if t_next > t_end {
                 self.t = t_end;
                 return Ok(());
             }
             self.t = t_next;
-            if self.events >= max_events {
-                return Err(SimError::TooManyEvents {
-                    limit: max_events,
-                    time: self.t,
-                    trajectory: self.index,
-                    state: self.named_state(),
-                });
+            if self.events >= checkpoint {
+                if self.events >= max_events {
+                    return Err(SimError::TooManyEvents {
+                        limit: max_events,
+                        time: self.t,
+                        trajectory: self.index,
+                        state: self.named_state(),
+                    });
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Err(SimError::Cancelled);
+                }
+                checkpoint = max_events.min(self.events + 65_536);
             }
-            if self.events.is_multiple_of(65_536) && stop.load(Ordering::Relaxed) {
-                return Err(SimError::Cancelled);
+            if time_dependent {
+                // The propensities at the event time choose the reaction.
+                self.a0 = self
+                    .compiled
+                    .propensities(&self.x, self.params, self.t, &mut self.a);
+                self.check_propensities()?;
             }
             let j = match self.select(rng.random::<f64>() * self.a0) {
                 Some(j) => j,
@@ -405,6 +420,47 @@ impl<'m> Trajectory<'m> {
             };
             self.fire(j)?;
         }
+    }
+
+    /// The next event time when propensities read time: the `s` at which the integrated total
+    /// propensity `∫_t^s a0(x, u) du` reaches `e` (the state is fixed until then), found by
+    /// adaptive Simpson quadrature and bisection; infinity if that is beyond `t_end`.
+    #[cold]
+    fn waiting_time_dependent(&mut self, e: f64, t_end: f64) -> f64 {
+        let (compiled, params, x) = (self.compiled, self.params, &self.x);
+        let mut scratch = vec![0.0; self.a.len()];
+        let mut a0 = |u: f64| compiled.propensities(x, params, u, &mut scratch).max(0.0);
+        let simpson = |a0: &mut dyn FnMut(f64) -> f64, lo: f64, hi: f64| {
+            (hi - lo) / 6.0 * (a0(lo) + 4.0 * a0(0.5 * (lo + hi)) + a0(hi))
+        };
+        let mut s = self.t;
+        let mut acc = 0.0;
+        let mut h = ((t_end - self.t) / 64.0).max(1e-12);
+        while s < t_end {
+            h = h.min(t_end - s);
+            let whole = simpson(&mut a0, s, s + h);
+            let halves = simpson(&mut a0, s, s + 0.5 * h) + simpson(&mut a0, s + 0.5 * h, s + h);
+            if (whole - halves).abs() > 1e-10 * halves.abs().max(1e-3) && h > 1e-9 * (1.0 + s.abs())
+            {
+                h *= 0.5;
+                continue;
+            }
+            if acc + halves >= e {
+                // The event lies in [s, s + h]: bisect on the integral from s.
+                let (mut lo, mut hi) = (s, s + h);
+                for _ in 0..60 {
+                    let mid = 0.5 * (lo + hi);
+                    let part = simpson(&mut a0, s, 0.5 * (s + mid))
+                        + simpson(&mut a0, 0.5 * (s + mid), mid);
+                    if acc + part >= e { hi = mid } else { lo = mid }
+                }
+                return hi;
+            }
+            acc += halves;
+            s += h;
+            h *= 2.0;
+        }
+        f64::INFINITY
     }
 }
 

@@ -28,6 +28,32 @@ fn value_names(compiled: &CompiledModel) -> Vec<String> {
         .collect()
 }
 
+/// Formats numbers for CSV without allocating: whole numbers as integers (as `Display` does),
+/// others in the shortest form that reads back exactly (ryu).
+struct NumberFormat {
+    int: itoa::Buffer,
+    float: ryu::Buffer,
+}
+
+impl NumberFormat {
+    fn new() -> Self {
+        NumberFormat {
+            int: itoa::Buffer::new(),
+            float: ryu::Buffer::new(),
+        }
+    }
+    fn int(&mut self, v: i64) -> &[u8] {
+        self.int.format(v).as_bytes()
+    }
+    fn float(&mut self, v: f64) -> &[u8] {
+        if v.fract() == 0.0 && v.abs() < 1e15 {
+            self.int.format(v as i64).as_bytes()
+        } else {
+            self.float.format(v).as_bytes()
+        }
+    }
+}
+
 /// Writes `trajectory,time,<species...>,<observables...>`, one row per trajectory and time.
 pub fn write_trajectories(
     out: impl Write,
@@ -40,19 +66,22 @@ pub fn write_trajectories(
     header.extend(value_names(compiled));
     w.write_record(&header)?;
     let mut obs = vec![0.0; compiled.model.observables.len()];
-    let mut record: Vec<String> = Vec::with_capacity(header.len());
+    let mut f = NumberFormat::new();
     for n in 0..ensemble.trajectories {
         for (k, &t) in ensemble.times.iter().enumerate() {
             let x = ensemble.state(n, k);
-            record.clear();
-            record.push(n.to_string());
-            record.push(t.to_string());
-            record.extend(x.iter().map(i64::to_string));
+            w.write_field(f.int(n as i64))?;
+            w.write_field(f.float(t))?;
+            for &v in x {
+                w.write_field(f.int(v))?;
+            }
             if !obs.is_empty() {
                 compiled.observables(x, params, t, &mut obs);
-                record.extend(obs.iter().map(f64::to_string));
+                for &v in &obs {
+                    w.write_field(f.float(v))?;
+                }
             }
-            w.write_record(&record)?;
+            w.write_record(None::<&[u8]>)?;
         }
     }
     w.flush()?;
@@ -102,9 +131,16 @@ impl Ensemble {
 pub fn write_stats(out: impl Write, rows: &[StatRow]) -> csv::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(["time", "name", "mean", "sd"])?;
+    let mut f = NumberFormat::new();
     for r in rows {
-        let sd = r.sd.map_or_else(String::new, |s| s.to_string());
-        w.write_record([r.time.to_string(), r.name.clone(), r.mean.to_string(), sd])?;
+        w.write_field(f.float(r.time))?;
+        w.write_field(&r.name)?;
+        w.write_field(f.float(r.mean))?;
+        match r.sd {
+            Some(sd) => w.write_field(f.float(sd))?,
+            None => w.write_field("")?,
+        }
+        w.write_record(None::<&[u8]>)?;
     }
     w.flush()?;
     Ok(())
