@@ -177,6 +177,10 @@ fn gs_st(
     let mut clocks = vec![0.0; nr];
     let mut dy = vec![0.0; nr * np];
     let mut mean_dz = vec![0.0; np];
+    let time_dependent = !c.pattern.dtime.is_empty();
+    let stoichiometry: Vec<(usize, usize, f64)> = (c.model.reactions.iter().enumerate())
+        .flat_map(|(j, r)| r.net.iter().map(move |&(i, d)| (j, i, d as f64)))
+        .collect();
     let mut t = 0.0;
     let mut events = 0u64;
     loop {
@@ -197,8 +201,9 @@ fn gs_st(
         da.copy_from_slice(&buf.dadp);
         for &(k, i) in &c.pattern.dspecies {
             let g = buf.dadx[k * ns + i];
-            for q in 0..np {
-                da[k * np + q] += g * dx[i * np + q];
+            let (out, tangent) = (&mut da[k * np..(k + 1) * np], &dx[i * np..(i + 1) * np]);
+            for (o, v) in out.iter_mut().zip(tangent) {
+                *o += g * v;
             }
         }
         for &k in &c.pattern.dtime {
@@ -208,9 +213,14 @@ fn gs_st(
         }
         // Waiting time τ = E/a0: dτ = -τ da0/a0.
         t += tau;
-        for q in 0..np {
-            let da0: f64 = (0..nr).map(|k| da[k * np + q]).sum();
-            dt[q] -= tau * da0 / a0;
+        // The time tangent only matters where propensities read time: skip it elsewhere.
+        if time_dependent {
+            let tau_over_a0 = tau / a0;
+            for row in da.chunks_exact(np) {
+                for (d, v) in dt.iter_mut().zip(row) {
+                    *d -= tau_over_a0 * v;
+                }
+            }
         }
         // Reaction choice: argmax(log a_j + g_j) with Gumbel g_j = -log E_j, i.e. argmax a_j/E_j.
         let mut best = 0;
@@ -227,22 +237,35 @@ fn gs_st(
         // Tangent of y = softmax((log a + g)/temperature), dz_j = da_j/a_j: at temperature 1,
         // y_j ∝ a_j/E_j and y_j dz_j = (da_j/E_j)/Σ a/E, so no logarithm or exponential is needed.
         if temp == 1.0 {
-            let total: f64 = (0..nr).map(|j| buf.a[j] / clocks[j]).sum();
+            // One division per channel, not per (channel, parameter): coef_j = 1/(E_j Σ a/E).
+            let mut total = 0.0;
+            for j in 0..nr {
+                clocks[j] = 1.0 / clocks[j];
+                total += buf.a[j] * clocks[j];
+            }
+            let inv_total = 1.0 / total;
             mean_dz.iter_mut().for_each(|m| *m = 0.0);
             for j in 0..nr {
                 // A reaction that cannot fire has y_j = 0 and contributes nothing: its tangent in
                 // a-space, da_j/(E_j Σ a/E), is heavy-tailed in 1/E_j and is not taken.
-                let live = if buf.a[j] > 0.0 { 1.0 } else { 0.0 };
+                let coef = if buf.a[j] > 0.0 {
+                    clocks[j] * inv_total
+                } else {
+                    0.0
+                };
+                clocks[j] = coef;
+                let (row, out) = (&da[j * np..(j + 1) * np], &mut dy[j * np..(j + 1) * np]);
                 for q in 0..np {
-                    let v = live * da[j * np + q] / clocks[j] / total;
-                    dy[j * np + q] = v;
+                    let v = row[q] * coef;
+                    out[q] = v;
                     mean_dz[q] += v;
                 }
             }
             for j in 0..nr {
-                let y = buf.a[j] / clocks[j] / total;
+                let y = buf.a[j] * clocks[j];
+                let out = &mut dy[j * np..(j + 1) * np];
                 for q in 0..np {
-                    dy[j * np + q] -= y * mean_dz[q];
+                    out[q] -= y * mean_dz[q];
                 }
             }
         } else {
@@ -279,11 +302,10 @@ fn gs_st(
             }
         }
         // Straight-through: the state moves by the chosen reaction, its tangent by S·dy.
-        for (j, r) in c.model.reactions.iter().enumerate() {
-            for &(i, d) in &r.net {
-                for q in 0..np {
-                    dx[i * np + q] += d as f64 * dy[j * np + q];
-                }
+        for &(j, i, d) in &stoichiometry {
+            let (out, row) = (&mut dx[i * np..(i + 1) * np], &dy[j * np..(j + 1) * np]);
+            for (o, v) in out.iter_mut().zip(row) {
+                *o += d * v;
             }
         }
         apply(c, best, &mut x);
