@@ -74,10 +74,23 @@ impl SimOptions {
     /// The sampling times: multiples of `every` up to `t_end`, and `t_end` itself.
     pub fn grid(&self) -> Vec<f64> {
         let steps = (self.t_end / self.every * (1.0 + 1e-12)).floor() as usize;
-        // k × every, rounded to 15 significant digits so that 3 × 0.1 is written 0.3, not
-        // 0.30000000000000004 (the grid is where samples are taken, not a computed quantity).
-        let clean = |v: f64| format!("{v:.14e}").parse::<f64>().unwrap_or(v);
-        let mut times: Vec<f64> = (0..=steps).map(|k| clean(k as f64 * self.every)).collect();
+        // k × every in decimal: with every = m / 10^d, k m / 10^d is one correctly rounded
+        // division, so that 3 × 0.1 is written 0.3, not 0.30000000000000004.
+        let shown = format!("{}", self.every);
+        let decimals = shown.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
+        let scale = 10f64.powi(decimals);
+        let mantissa = (self.every * scale).round();
+        let exact =
+            decimals <= 15 && (mantissa * steps as f64) < 9e15 && mantissa / scale == self.every;
+        let mut times: Vec<f64> = (0..=steps)
+            .map(|k| {
+                if exact {
+                    (k as f64 * mantissa) / scale
+                } else {
+                    k as f64 * self.every
+                }
+            })
+            .collect();
         if times
             .last()
             .is_some_and(|&l| (self.t_end - l) > 1e-9 * self.t_end)
@@ -507,11 +520,14 @@ impl Ensemble {
         let times = options.grid();
         let ns = compiled.n_species();
         let stop = AtomicBool::new(false);
-        let results: Vec<Result<(Vec<i64>, u64), SimError>> = (0..options.trajectories)
-            .into_par_iter()
-            .map(|index| {
+        // Each trajectory writes its samples straight into its slice of the ensemble.
+        let mut data = vec![0i64; options.trajectories * times.len() * ns];
+        let chunk = (times.len() * ns).max(1);
+        let results: Vec<Result<u64, SimError>> = data
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .map(|(index, out)| {
                 let mut rng = stream_rng(options.seed, index as u64);
-                let mut out = vec![0i64; times.len() * ns];
                 let run = Trajectory::new(compiled, params, index).and_then(|mut tr| {
                     tr.run_to(
                         &times,
@@ -527,18 +543,14 @@ impl Ensemble {
                     stop.store(true, Ordering::Relaxed);
                 }
                 done();
-                run.map(|events| (out, events))
+                run
             })
             .collect();
-        let mut data = Vec::with_capacity(options.trajectories * times.len() * ns);
         let mut events = 0;
         let mut first_error = None;
         for r in results {
             match r {
-                Ok((d, e)) => {
-                    data.extend_from_slice(&d);
-                    events += e;
-                }
+                Ok(e) => events += e,
                 Err(SimError::Cancelled) => {}
                 Err(e) => {
                     first_error.get_or_insert(e);
