@@ -319,11 +319,15 @@ impl<'m> Trajectory<'m> {
     /// Fires reaction `j` at the current time and updates the propensities.
     #[inline(always)]
     pub fn fire(&mut self, j: usize) -> Result<(), SimError> {
-        // SAFETY: j < n_reactions (from select), and x, a, params have the model's sizes.
-        let delta = unsafe {
-            self.compiled
-                .fire_unchecked(j, &mut self.x, self.params, self.t, &mut self.a)
-        };
+        let delta = self
+            .compiled
+            .fire(j, &mut self.x, self.params, self.t, &mut self.a);
+        self.account(j, delta)
+    }
+
+    /// Book-keeping after reaction `j` fired and changed the total by `delta`.
+    #[inline(always)]
+    fn account(&mut self, j: usize, delta: f64) -> Result<(), SimError> {
         if delta.is_nan() {
             return Err(self.diagnose(j));
         }
@@ -417,8 +421,13 @@ impl<'m> Trajectory<'m> {
                     .propensities(&self.x, self.params, self.t, &mut self.a);
                 self.check_propensities()?;
             }
-            let j = match self.select(rng.random::<f64>() * self.a0) {
-                Some(j) => j,
+            let r = rng.random::<f64>() * self.a0;
+            // SAFETY: x, a and params have the model's sizes.
+            match unsafe {
+                self.compiled
+                    .step_unchecked(r, &mut self.x, self.params, self.t, &mut self.a)
+            } {
+                Some((j, delta)) => self.account(j, delta)?,
                 None => {
                     // Rounding left a0 above the true sum: re-sum and draw again.
                     self.a0 = self.a.iter().sum();
@@ -427,11 +436,12 @@ impl<'m> Trajectory<'m> {
                         continue;
                     }
                     let r = rng.random::<f64>() * self.a0;
-                    self.select(r)
-                        .unwrap_or_else(|| self.a.iter().rposition(|&v| v > 0.0).unwrap_or(0))
+                    let j = self
+                        .select(r)
+                        .unwrap_or_else(|| self.a.iter().rposition(|&v| v > 0.0).unwrap_or(0));
+                    self.fire(j)?;
                 }
-            };
-            self.fire(j)?;
+            }
         }
     }
 

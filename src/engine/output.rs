@@ -11,7 +11,7 @@ pub struct StatRow {
     /// The sampling time.
     pub time: f64,
     /// Species or observable name.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Mean over trajectories.
     pub mean: f64,
     /// Sample standard deviation (n - 1 denominator); `None` for a single trajectory.
@@ -91,17 +91,21 @@ pub fn write_trajectories(
 impl Ensemble {
     /// Mean and standard deviation of every species and observable at every time.
     pub fn stats(&self, compiled: &CompiledModel, params: &[f64]) -> Vec<StatRow> {
-        let names = value_names(compiled);
+        let names: Vec<std::sync::Arc<str>> =
+            value_names(compiled).into_iter().map(Into::into).collect();
         let ns = self.species.len();
         let nv = names.len();
         let mut obs = vec![0.0; nv - ns];
         let mut rows = Vec::with_capacity(self.times.len() * nv);
         let n = self.trajectories as f64;
+        let mut mean = vec![0.0; nv];
+        let mut m2 = vec![0.0; nv];
         for (k, &t) in self.times.iter().enumerate() {
             // Welford's update: stable for large counts.
-            let mut mean = vec![0.0; nv];
-            let mut m2 = vec![0.0; nv];
+            mean.iter_mut().for_each(|v| *v = 0.0);
+            m2.iter_mut().for_each(|v| *v = 0.0);
             for traj in 0..self.trajectories {
+                let weight = 1.0 / (traj + 1) as f64;
                 let x = self.state(traj, k);
                 if !obs.is_empty() {
                     compiled.observables(x, params, t, &mut obs);
@@ -109,7 +113,7 @@ impl Ensemble {
                 let values = x.iter().map(|&v| v as f64).chain(obs.iter().copied());
                 for (i, v) in values.enumerate() {
                     let d = v - mean[i];
-                    mean[i] += d / (traj + 1) as f64;
+                    mean[i] += d * weight;
                     m2[i] += d * (v - mean[i]);
                 }
             }
@@ -117,7 +121,7 @@ impl Ensemble {
                 let sd = (self.trajectories > 1).then(|| (m2[i] / (n - 1.0)).sqrt());
                 rows.push(StatRow {
                     time: t,
-                    name: names[i].clone(),
+                    name: std::sync::Arc::clone(&names[i]),
                     mean: mean[i],
                     sd,
                 });
@@ -134,7 +138,7 @@ pub fn write_stats(out: impl Write, rows: &[StatRow]) -> csv::Result<()> {
     let mut f = NumberFormat::new();
     for r in rows {
         w.write_field(f.float(r.time))?;
-        w.write_field(&r.name)?;
+        w.write_field(r.name.as_bytes())?;
         w.write_field(f.float(r.mean))?;
         match r.sd {
             Some(sd) => w.write_field(f.float(sd))?,

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 type PropensitiesFn = unsafe extern "C" fn(*const i64, *const f64, f64, *mut f64) -> f64;
 type FireFn = unsafe extern "C" fn(i64, *mut i64, *const f64, f64, *mut f64) -> f64;
 type ObservablesFn = unsafe extern "C" fn(*const i64, *const f64, f64, *mut f64);
+type StepFn = unsafe extern "C" fn(*mut i64, *const f64, f64, *mut f64, f64, *mut i64) -> f64;
 type PartialsFn = unsafe extern "C" fn(
     *const i64,
     *const f64,
@@ -74,6 +75,7 @@ pub struct CompiledModel {
     fire: FireFn,
     observables: ObservablesFn,
     partials: PartialsFn,
+    step: StepFn,
     /// Which partial derivatives are structurally non-zero (the others are never written).
     pub pattern: PartialsPattern,
     /// The checked model the kernels were generated from.
@@ -138,8 +140,12 @@ impl CompiledModel {
         let fire = generator.fire(clif.as_mut())?;
         let observables = generator.observables(clif.as_mut())?;
         let (partials, pattern) = generator.partials(clif.as_mut())?;
+        let step = generator.step(clif.as_mut())?;
         module.finalize_definitions().map_err(jit_err)?;
         // SAFETY: generated with exactly this signature.
+        let step = unsafe {
+            std::mem::transmute::<*const u8, StepFn>(module.get_finalized_function(step))
+        };
         let partials = unsafe {
             std::mem::transmute::<*const u8, PartialsFn>(module.get_finalized_function(partials))
         };
@@ -161,6 +167,7 @@ impl CompiledModel {
             fire,
             observables,
             partials,
+            step,
             pattern,
             model: model.clone(),
             clif,
@@ -201,6 +208,28 @@ impl CompiledModel {
         a: &mut [f64],
     ) -> f64 {
         unsafe { (self.fire)(j as i64, x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
+    }
+
+    /// Selects the reaction whose cumulative propensity first exceeds `r` and fires it, returning
+    /// (reaction, change of the total) as [`CompiledModel::fire_unchecked`] does, or `None` when `r`
+    /// is not below the sum of `a` (then nothing changed).
+    ///
+    /// # Safety
+    /// As for [`CompiledModel::fire_unchecked`].
+    #[inline(always)]
+    pub unsafe fn step_unchecked(
+        &self,
+        r: f64,
+        x: &mut [i64],
+        p: &[f64],
+        t: f64,
+        a: &mut [f64],
+    ) -> Option<(usize, f64)> {
+        let mut j = -1i64;
+        // SAFETY: as documented; the kernel writes j and the slices' first n entries only.
+        let delta =
+            unsafe { (self.step)(x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr(), r, &mut j) };
+        (j >= 0).then_some((j as usize, delta))
     }
 
     /// Safe form of [`CompiledModel::fire_unchecked`].
@@ -476,6 +505,46 @@ impl<'m> Generator<'m> {
         })
     }
 
+    /// `step(x, p, t, a, r, j) -> Δa0`: selects the reaction whose cumulative propensity first
+    /// exceeds `r` and fires it, in one function so that the choice costs one unpredictable branch
+    /// rather than two (the selection's and the dispatch's). Writes the reaction to `*j`, or -1
+    /// (and returns 0) when `r` is not below the total, which rounding can cause.
+    fn step(&mut self, clif: Option<&mut String>) -> Result<FuncId, JitError> {
+        let mut sig = self.signature(false, true);
+        sig.params.push(AbiParam::new(types::F64)); // r
+        sig.params.push(AbiParam::new(ptr_ty())); // j
+        self.define("step", sig, clif, |e, params, model| {
+            let (a, r, jout) = (params[3], params[4], params[5]);
+            let n = model.reactions.len();
+            let cases: Vec<_> = (0..n).map(|_| e.b.create_block()).collect();
+            let none = e.b.create_block();
+            let mut acc = e.b.ins().f64const(0.0);
+            for (j, &case) in cases.iter().enumerate() {
+                let aj =
+                    e.b.ins()
+                        .load(types::F64, MemFlagsData::trusted(), a, (8 * j) as i32);
+                acc = e.b.ins().fadd(acc, aj);
+                let hit = e.b.ins().fcmp(FloatCC::LessThan, r, acc);
+                let next = if j + 1 < n { e.b.create_block() } else { none };
+                e.b.ins().brif(hit, case, &[], next, &[]);
+                if j + 1 < n {
+                    e.b.switch_to_block(next);
+                }
+            }
+            e.b.switch_to_block(none);
+            let minus_one = e.b.ins().iconst(types::I64, -1);
+            e.b.ins().store(MemFlagsData::trusted(), minus_one, jout, 0);
+            let zero = e.b.ins().f64const(0.0);
+            e.b.ins().return_(&[zero]);
+            for (k, &case) in cases.iter().enumerate() {
+                e.b.switch_to_block(case);
+                let index = e.b.ins().iconst(types::I64, k as i64);
+                e.b.ins().store(MemFlagsData::trusted(), index, jout, 0);
+                e.fire_case(model, k, a);
+            }
+        })
+    }
+
     fn fire(&mut self, clif: Option<&mut String>) -> Result<FuncId, JitError> {
         let sig = self.signature(true, true);
         self.define("fire", sig, clif, |e, params, model| {
@@ -502,48 +571,57 @@ impl<'m> Generator<'m> {
             let nan = e.b.ins().f64const(f64::NAN);
             e.b.ins().return_(&[nan]);
 
-            for (k, r) in model.reactions.iter().enumerate() {
+            for k in 0..model.reactions.len() {
                 e.b.switch_to_block(cases[k]);
-                e.species.clear();
-                e.params.clear();
-                let mut bad = e.b.ins().iconst(types::I8, 0);
-                for &(i, c) in &r.net {
-                    let old =
-                        e.b.ins()
-                            .load(types::I64, MemFlagsData::trusted(), e.x, (8 * i) as i32);
-                    let new = e.b.ins().iadd_imm_s(old, c);
-                    e.b.ins()
-                        .store(MemFlagsData::trusted(), new, e.x, (8 * i) as i32);
-                    if c < 0 {
-                        let negative = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, new, 0);
-                        bad = e.b.ins().bor(bad, negative);
-                    }
-                    let f = e.b.ins().fcvt_from_sint(types::F64, new);
-                    e.species.insert(i, f);
-                }
-                let mut delta = e.b.ins().f64const(0.0);
-                let zero = e.b.ins().f64const(0.0);
-                for &d in &model.dependents[k] {
-                    let new = e.expr(&model.reactions[d].propensity);
-                    let old =
-                        e.b.ins()
-                            .load(types::F64, MemFlagsData::trusted(), a, (8 * d) as i32);
-                    e.b.ins()
-                        .store(MemFlagsData::trusted(), new, a, (8 * d) as i32);
-                    let diff = e.b.ins().fsub(new, old);
-                    delta = e.b.ins().fadd(delta, diff);
-                    let invalid = e.b.ins().fcmp(FloatCC::UnorderedOrLessThan, new, zero);
-                    bad = e.b.ins().bor(bad, invalid);
-                }
-                let nan = e.b.ins().f64const(f64::NAN);
-                let result = e.b.ins().select(bad, nan, delta);
-                e.b.ins().return_(&[result]);
+                e.fire_case(model, k, a);
             }
         })
     }
 }
 
 impl Emitter<'_, '_> {
+    /// Emits, from the current block to its return, the firing of reaction `k`: the state update,
+    /// the recomputation of its dependents into `a`, and the change of their sum (NaN on a
+    /// negative count or an invalid propensity).
+    fn fire_case(&mut self, model: &ir::Model, k: usize, a: Value) {
+        let e = self;
+        let r = &model.reactions[k];
+        e.species.clear();
+        e.params.clear();
+        let mut bad = e.b.ins().iconst(types::I8, 0);
+        for &(i, c) in &r.net {
+            let old =
+                e.b.ins()
+                    .load(types::I64, MemFlagsData::trusted(), e.x, (8 * i) as i32);
+            let new = e.b.ins().iadd_imm_s(old, c);
+            e.b.ins()
+                .store(MemFlagsData::trusted(), new, e.x, (8 * i) as i32);
+            if c < 0 {
+                let negative = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, new, 0);
+                bad = e.b.ins().bor(bad, negative);
+            }
+            let f = e.b.ins().fcvt_from_sint(types::F64, new);
+            e.species.insert(i, f);
+        }
+        let mut delta = e.b.ins().f64const(0.0);
+        let zero = e.b.ins().f64const(0.0);
+        for &d in &model.dependents[k] {
+            let new = e.expr(&model.reactions[d].propensity);
+            let old =
+                e.b.ins()
+                    .load(types::F64, MemFlagsData::trusted(), a, (8 * d) as i32);
+            e.b.ins()
+                .store(MemFlagsData::trusted(), new, a, (8 * d) as i32);
+            let diff = e.b.ins().fsub(new, old);
+            delta = e.b.ins().fadd(delta, diff);
+            let invalid = e.b.ins().fcmp(FloatCC::UnorderedOrLessThan, new, zero);
+            bad = e.b.ins().bor(bad, invalid);
+        }
+        let nan = e.b.ins().f64const(f64::NAN);
+        let result = e.b.ins().select(bad, nan, delta);
+        e.b.ins().return_(&[result]);
+    }
+
     fn species(&mut self, i: usize) -> Value {
         if let Some(&v) = self.species.get(&i) {
             return v;
