@@ -22,6 +22,24 @@
 //! let mean: f64 = (0..200).map(|n| ensemble.state(n, last)[0] as f64).sum::<f64>() / 200.0;
 //! assert!((mean - 10.0).abs() < 1.5); // Poisson(10) at stationarity
 //! ```
+//!
+//! Gradients of expectations over exact trajectories ([`estimators`]):
+//!
+//! ```
+//! use rxnc::estimators::{Estimator, GradOptions, Objective, estimate_gradient};
+//!
+//! let model = rxnc::Model::parse("bd.rxn", "species X\nparam k = 10, g = 1\n0 -> X @ k\nX -> 0 @ g\n").unwrap();
+//! let compiled = rxnc::jit::CompiledModel::new(&model.ir).unwrap();
+//! let objective = Objective::parse("mean(X)", &model.ir).unwrap();
+//! let options = GradOptions {
+//!     t_end: 2.0, trajectories: 2000, seed: 1, estimator: Estimator::Score, max_events: 1_000_000,
+//! };
+//! let result = estimate_gradient(&compiled, &model.ir.param_values(), &objective, &options).unwrap();
+//! // E[X(2)] = k/g (1 - e^{-2g}): d/dk = 0.865
+//! let (name, dk) = &result.gradient[0];
+//! assert_eq!(name, "k");
+//! assert!((dk.estimate - 0.865).abs() < 5.0 * dk.stderr);
+//! ```
 
 // `!(v >= 0.0)` is how NaN-or-negative is tested on purpose; index loops over several parallel
 // arrays (reactions × parameters) read better than zipped iterators; float guards like
