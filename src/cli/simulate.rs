@@ -252,7 +252,8 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         .map(|p| PendingFile::create(p, "--stats"))
         .transpose()?;
 
-    let compiled = CompiledModel::new(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
+    let compiled =
+        CompiledModel::for_simulation(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
     let params = model.ir.param_values();
     let options = SimOptions {
         t_end: args.t_end,

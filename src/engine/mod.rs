@@ -24,6 +24,7 @@ pub const RESYNC_EVERY: u32 = 1024;
 /// The random stream of one trajectory.
 pub type TrajectoryRng = Xoshiro256PlusPlus;
 
+/// SplitMix64: a bijective 64-bit mixer, used to derive independent stream keys.
 pub fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -74,9 +74,10 @@ pub struct CompiledModel {
     propensities: PropensitiesFn,
     fire: FireFn,
     observables: ObservablesFn,
-    partials: PartialsFn,
+    partials: Option<PartialsFn>,
     step: StepFn,
-    /// Which partial derivatives are structurally non-zero (the others are never written).
+    /// Which partial derivatives are structurally non-zero (the others are never written); empty
+    /// when compiled with [`CompiledModel::for_simulation`].
     pub pattern: PartialsPattern,
     /// The checked model the kernels were generated from.
     pub model: ir::Model,
@@ -107,17 +108,28 @@ impl std::fmt::Debug for CompiledModel {
 }
 
 impl CompiledModel {
-    /// Compiles a checked model.
+    /// Compiles a checked model: the simulation kernels and the partial-derivative kernel that the
+    /// gradient estimators use.
     pub fn new(model: &ir::Model) -> Result<CompiledModel, JitError> {
-        Self::build(model, false)
+        Self::build(model, false, true)
+    }
+
+    /// Compiles only the simulation kernels (faster to compile; [`CompiledModel::partials`] is
+    /// then unavailable).
+    pub fn for_simulation(model: &ir::Model) -> Result<CompiledModel, JitError> {
+        Self::build(model, false, false)
     }
 
     /// Compiles a checked model and keeps the generated Cranelift IR in [`CompiledModel::clif`].
     pub fn with_clif(model: &ir::Model) -> Result<CompiledModel, JitError> {
-        Self::build(model, true)
+        Self::build(model, true, true)
     }
 
-    fn build(model: &ir::Model, keep_clif: bool) -> Result<CompiledModel, JitError> {
+    fn build(
+        model: &ir::Model,
+        keep_clif: bool,
+        with_partials: bool,
+    ) -> Result<CompiledModel, JitError> {
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").map_err(jit_err)?;
         flags
@@ -139,16 +151,28 @@ impl CompiledModel {
         let propensities = generator.propensities(clif.as_mut())?;
         let fire = generator.fire(clif.as_mut())?;
         let observables = generator.observables(clif.as_mut())?;
-        let (partials, pattern) = generator.partials(clif.as_mut())?;
+        let (partials, pattern) = if with_partials {
+            let (id, pattern) = generator.partials(clif.as_mut())?;
+            (Some(id), pattern)
+        } else {
+            (
+                None,
+                PartialsPattern {
+                    dparam: vec![],
+                    dspecies: vec![],
+                    dtime: vec![],
+                },
+            )
+        };
         let step = generator.step(clif.as_mut())?;
         module.finalize_definitions().map_err(jit_err)?;
         // SAFETY: generated with exactly this signature.
         let step = unsafe {
             std::mem::transmute::<*const u8, StepFn>(module.get_finalized_function(step))
         };
-        let partials = unsafe {
-            std::mem::transmute::<*const u8, PartialsFn>(module.get_finalized_function(partials))
-        };
+        let partials = partials.map(|id| unsafe {
+            std::mem::transmute::<*const u8, PartialsFn>(module.get_finalized_function(id))
+        });
         // SAFETY: the signatures below are the ones the functions were generated with.
         let (propensities, fire, observables) = unsafe {
             (
@@ -269,7 +293,9 @@ impl CompiledModel {
         assert!(dadp.len() >= nr * np && dadx.len() >= nr * ns && dadt.len() >= nr);
         // SAFETY: lengths checked above; the kernel writes inside these bounds only.
         unsafe {
-            (self.partials)(
+            (self.partials.expect(
+                "CompiledModel::for_simulation has no partials kernel: use CompiledModel::new",
+            ))(
                 x.as_ptr(),
                 p.as_ptr(),
                 t,
