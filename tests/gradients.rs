@@ -239,3 +239,30 @@ fn telegraph_gs_st_signs() {
         );
     }
 }
+
+/// Time-dependent production k t with first-order decay: E[A(T)] = k (T - 1 + e^{-T}). Only `fd`
+/// (which simulates with the exact integrated hazard) supports time-dependent propensities.
+#[test]
+fn time_dependent_rates_fd_only() {
+    let model = "species A = 0\nparam k = 1\n0 -> A @= k * t\nA -> 0 @ 1\n";
+    let m = 2.0 - 1.0 + (-2.0f64).exp();
+    check(
+        &estimate(model, "mean(A)", 2.0, 20000, Estimator::Fd { sigma: 0.05 }),
+        m,
+        &[m],
+        4.0,
+        0.0,
+    );
+    let parsed = Model::parse("m.rxn", model).unwrap();
+    let compiled = CompiledModel::new(&parsed.ir).unwrap();
+    let objective = Objective::parse("mean(A)", &parsed.ir).unwrap();
+    let options = GradOptions {
+        t_end: 2.0,
+        trajectories: 10,
+        seed: 1,
+        estimator: Estimator::Score,
+        max_events: 1000,
+    };
+    let err = estimate_gradient(&compiled, &[1.0], &objective, &options).unwrap_err();
+    assert!(err.to_string().contains("read time"), "{err}");
+}

@@ -152,7 +152,9 @@ pub(crate) struct Leaves {
 
 impl Leaves {
     fn new(objective: &Objective, model: &ir::Model) -> Leaves {
-        let exprs = objective.leaves.clone();
+        Leaves::from_exprs(objective.leaves.clone(), model)
+    }
+    fn from_exprs(exprs: Vec<Expr>, model: &ir::Model) -> Leaves {
         let by_species = exprs
             .iter()
             .map(|e| {
@@ -255,11 +257,28 @@ pub fn estimate_gradient(
             params.len()
         )));
     }
+    if model.time_dependent && !matches!(options.estimator, Estimator::Fd { .. }) {
+        return Err(GradError::Options(format!(
+            "the {} estimator does not support propensities that read time `t` yet (it would hold them \
+             fixed between events); use --estimator fd, which simulates them exactly",
+            options.estimator.name()
+        )));
+    }
     let leaves = Leaves::new(objective, model);
     let fd_scales = runners::fd_scales(model, params);
     let records: Vec<Record> = (0..options.trajectories)
         .into_par_iter()
-        .map(|n| runners::run(compiled, params, &leaves, options, &fd_scales, n))
+        .map(|n| {
+            runners::run(
+                compiled,
+                params,
+                &leaves,
+                &[options.t_end],
+                options,
+                &fd_scales,
+                n,
+            )
+        })
         .collect::<Result<_, SimError>>()?;
     let events = records.iter().map(|r| r.events).sum();
 
@@ -340,4 +359,128 @@ pub fn estimate_gradient(
         trajectories: options.trajectories,
         events,
     })
+}
+
+/// Per-trajectory records of an estimator at several observation times: one simulation per
+/// trajectory yields the leaves' values and the estimator's tangent material at every time (gs-st:
+/// the state and its pathwise derivative when the time is crossed; score: the running score,
+/// censored at that time; alt-path: the alternative's state, equal to the primal's before it
+/// branches; fd: the perturbed runs' states). Losses that are functions of expectations
+/// E[g(leaf at time k)] take their gradients from [`TimedRecords::expectation`].
+pub struct TimedRecords {
+    records: Vec<Record>,
+    estimator: Estimator,
+    nl: usize,
+    np: usize,
+    nt: usize,
+    fd_scales: Vec<runners::FdScale>,
+    /// Events simulated in all.
+    pub events: u64,
+}
+
+/// Runs trajectories `range` (stream indices) under `options.estimator` and records `leaves` at
+/// every time of `times` (ascending, positive or zero, the last no later than `options.t_end`).
+pub fn run_timed(
+    compiled: &CompiledModel,
+    params: &[f64],
+    leaves: &[Expr],
+    times: &[f64],
+    options: &GradOptions,
+    range: std::ops::Range<usize>,
+) -> Result<TimedRecords, SimError> {
+    let model = &compiled.model;
+    let leaves = Leaves::from_exprs(leaves.to_vec(), model);
+    let fd_scales = runners::fd_scales(model, params);
+    let records: Vec<Record> = range
+        .into_par_iter()
+        .map(|n| runners::run(compiled, params, &leaves, times, options, &fd_scales, n))
+        .collect::<Result<_, SimError>>()?;
+    let events = records.iter().map(|r| r.events).sum();
+    Ok(TimedRecords {
+        records,
+        estimator: options.estimator,
+        nl: leaves.len(),
+        np: params.len(),
+        nt: times.len(),
+        fd_scales,
+        events,
+    })
+}
+
+impl TimedRecords {
+    /// Number of trajectories.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+    /// Whether there are no trajectories.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+    /// The value of leaf `m` at time index `k` in trajectory `n`.
+    pub fn value(&self, n: usize, k: usize, m: usize) -> f64 {
+        self.records[n].f[k * self.nl + m]
+    }
+    fn extra(&self, n: usize, k: usize) -> &[f64] {
+        let e = runners::extra_len(self.estimator, self.nl, self.np);
+        &self.records[n].extra[k * e..(k + 1) * e]
+    }
+    /// The pathwise derivative d(leaf m at time k)/dθ of trajectory `n` (gs-st only).
+    pub fn pathwise(&self, n: usize, k: usize, m: usize) -> Option<&[f64]> {
+        match self.estimator {
+            Estimator::GsSt { .. } => Some(&self.extra(n, k)[m * self.np..(m + 1) * self.np]),
+            _ => None,
+        }
+    }
+    /// E[g(f)] over the trajectories for leaf `m` at time index `k`, and its gradient, where `g`
+    /// returns g(f) and g'(f). gs-st differentiates pathwise (g' times the leaf's tangent: zero for
+    /// step functions); score, alt-path and fd differentiate the expectation itself.
+    pub fn expectation(&self, k: usize, m: usize, g: &dyn Fn(f64) -> (f64, f64)) -> Dual {
+        let (nl, np) = (self.nl, self.np);
+        let count = self.records.len() as f64;
+        let vals: Vec<(f64, f64)> = (0..self.records.len())
+            .map(|n| g(self.value(n, k, m)))
+            .collect();
+        let sum: f64 = vals.iter().map(|v| v.0).sum();
+        let mut d = vec![0.0; np];
+        for (n, &(gv, gd)) in vals.iter().enumerate() {
+            let extra = self.extra(n, k);
+            match self.estimator {
+                Estimator::GsSt { .. } => {
+                    for q in 0..np {
+                        d[q] += gd * extra[m * np + q];
+                    }
+                }
+                Estimator::Score => {
+                    let baseline = (sum - gv) / (count - 1.0).max(1.0);
+                    for q in 0..np {
+                        d[q] += (gv - baseline) * extra[q] + gd * extra[np + m * np + q];
+                    }
+                }
+                Estimator::AltPath => {
+                    for q in 0..np {
+                        let direct = extra[m * np + q];
+                        let w = extra[nl * np + q];
+                        let fa = extra[nl * np + np + q * nl + m];
+                        let ga = if w != 0.0 { g(fa).0 } else { gv };
+                        d[q] += w * (ga - gv) + gd * direct;
+                    }
+                }
+                Estimator::Fd { sigma } => {
+                    let (gp, gm) = (g(extra[m]).0, g(extra[nl + m]).0);
+                    for q in 0..np {
+                        let e = extra[2 * nl + q] * self.fd_scales[q].to_theta() / (2.0 * sigma);
+                        d[q] += (gp - gm) * e;
+                    }
+                }
+            }
+        }
+        Dual {
+            v: sum / count,
+            d: d.into_iter().map(|v| v / count).collect(),
+        }
+    }
+    /// Number of observation times.
+    pub fn times(&self) -> usize {
+        self.nt
+    }
 }
