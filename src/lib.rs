@@ -52,6 +52,7 @@
 
 pub mod cli;
 pub mod diagnostics;
+pub mod driver;
 pub mod engine;
 pub mod estimators;
 pub mod ir;

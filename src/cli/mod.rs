@@ -5,6 +5,7 @@
 
 mod grad;
 mod output;
+mod run;
 mod simulate;
 
 use crate::diagnostics::{Diagnostic, ModelError, Style};
@@ -29,6 +30,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Estimate an objective over exact trajectories and its gradient with respect to every free parameter.
     Grad(grad::GradArgs),
+    /// Fit the free parameters to data (a CSV of observed counts); print the fitted values.
+    Run(run::RunArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +163,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Check(args) => check(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Grad(args) => grad::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 

@@ -49,7 +49,7 @@ impl FdScale {
         }
     }
     /// d(coordinate)/dθ: converts a derivative in the perturbation coordinate to one in θ.
-    fn to_theta(self) -> f64 {
+    pub fn to_theta(self) -> f64 {
         1.0 / self.width
     }
 }
@@ -142,19 +142,33 @@ fn select_or_last(a: &[f64], r: f64) -> usize {
     select(a, r).unwrap_or_else(|| a.iter().rposition(|&v| v > 0.0).unwrap_or(0))
 }
 
+/// Runs trajectory `n` under the estimator, recording the leaves and the estimator's material at
+/// every observation time in `times` (ascending, the last one no later than `o.t_end`). The record
+/// holds one block per time: `f` is `[time][leaf]`, `extra` is `[time][extra_len]`.
 pub fn run(
     c: &CompiledModel,
     p: &[f64],
     leaves: &Leaves,
+    times: &[f64],
     o: &GradOptions,
     fd: &[FdScale],
     n: usize,
 ) -> Result<Record, SimError> {
     match o.estimator {
-        Estimator::GsSt { temperature } => gs_st(c, p, leaves, o, temperature, n),
-        Estimator::Score => score(c, p, leaves, o, n),
-        Estimator::AltPath => alt_path(c, p, leaves, o, n),
-        Estimator::Fd { sigma } => finite_differences(c, p, leaves, o, fd, sigma, n),
+        Estimator::GsSt { temperature } => gs_st(c, p, leaves, times, o, temperature, n),
+        Estimator::Score => score(c, p, leaves, times, o, n),
+        Estimator::AltPath => alt_path(c, p, leaves, times, o, n),
+        Estimator::Fd { sigma } => finite_differences(c, p, leaves, times, o, fd, sigma, n),
+    }
+}
+
+/// Length of a record's `extra` block per observation time.
+pub fn extra_len(est: Estimator, nl: usize, np: usize) -> usize {
+    match est {
+        Estimator::GsSt { .. } => nl * np,
+        Estimator::Score => np + nl * np,
+        Estimator::AltPath => nl * np + np + np * nl,
+        Estimator::Fd { .. } => 2 * nl + np,
     }
 }
 
@@ -163,6 +177,7 @@ fn gs_st(
     c: &CompiledModel,
     p: &[f64],
     leaves: &Leaves,
+    times: &[f64],
     o: &GradOptions,
     temp: f64,
     n: usize,
@@ -183,6 +198,8 @@ fn gs_st(
         .collect();
     let mut t = 0.0;
     let mut events = 0u64;
+    let (mut f, mut extra) = (Vec::new(), Vec::new());
+    let mut next = 0;
     loop {
         let a0 = buf.eval(c, &x, p, t, n)?;
         if a0 <= 0.0 {
@@ -190,6 +207,12 @@ fn gs_st(
         }
         let e0: f64 = Exp1.sample(&mut rng);
         let tau = e0 / a0;
+        // Observation times crossed before the next event see the current state and tangents.
+        while next < times.len() && times[next] < t + tau {
+            f.extend(leaves.values(&x, p, times[next]));
+            extra.extend(leaves.pathwise(&x, &dx, p, times[next]));
+            next += 1;
+        }
         if t + tau > o.t_end {
             break;
         }
@@ -310,11 +333,11 @@ fn gs_st(
         }
         apply(c, best, &mut x);
     }
-    Ok(Record {
-        f: leaves.values(&x, p, o.t_end),
-        extra: leaves.pathwise(&x, &dx, p, o.t_end),
-        events,
-    })
+    for &tk in &times[next..] {
+        f.extend(leaves.values(&x, p, tk));
+        extra.extend(leaves.pathwise(&x, &dx, p, tk));
+    }
+    Ok(Record { f, extra, events })
 }
 
 /// Likelihood ratio. `extra` holds the score (P) and then the leaves' direct derivatives `[m][q]`.
@@ -322,6 +345,7 @@ fn score(
     c: &CompiledModel,
     p: &[f64],
     leaves: &Leaves,
+    times: &[f64],
     o: &GradOptions,
     n: usize,
 ) -> Result<Record, SimError> {
@@ -332,6 +356,9 @@ fn score(
     let mut s = vec![0.0; np];
     let mut t = 0.0;
     let mut events = 0u64;
+    let (mut f, mut extra) = (Vec::new(), Vec::new());
+    let mut next = 0;
+    let mut da0 = vec![0.0; np];
     loop {
         let a0 = buf.eval(c, &x, p, t, n)?;
         let tau = if a0 > 0.0 {
@@ -339,10 +366,22 @@ fn score(
         } else {
             f64::INFINITY
         };
+        da0.iter_mut().for_each(|v| *v = 0.0);
+        for &(k, q) in &c.pattern.dparam {
+            da0[q] += buf.dadp[k * np + q];
+        }
+        // Observation times inside this interval: the score so far, censored at that time.
+        while next < times.len() && times[next] < t + tau {
+            let tk = times[next];
+            extra.extend(s.iter().zip(&da0).map(|(v, d)| v - (tk - t) * d));
+            extra.extend(leaves.direct(&x, p, tk));
+            f.extend(leaves.values(&x, p, tk));
+            next += 1;
+        }
         // −∫ ∂a0/∂θ dt over the interval, censored at the horizon.
         let interval = tau.min(o.t_end - t);
-        for &(k, q) in &c.pattern.dparam {
-            s[q] -= interval * buf.dadp[k * np + q];
+        for q in 0..np {
+            s[q] -= interval * da0[q];
         }
         if t + tau > o.t_end {
             break;
@@ -361,13 +400,13 @@ fn score(
         }
         apply(c, k, &mut x);
     }
-    let mut extra = s;
-    extra.extend(leaves.direct(&x, p, o.t_end));
-    Ok(Record {
-        f: leaves.values(&x, p, o.t_end),
-        extra,
-        events,
-    })
+    for &tk in &times[next..] {
+        // Only reached when the horizon is past the last event: `s` is censored at the horizon.
+        extra.extend(s.iter().zip(&da0).map(|(v, d)| v + (o.t_end - tk) * d));
+        extra.extend(leaves.direct(&x, p, tk));
+        f.extend(leaves.values(&x, p, tk));
+    }
+    Ok(Record { f, extra, events })
 }
 
 /// The uniformised clock's random numbers for tick `i`: counter-based, so that an alternative path
@@ -410,16 +449,18 @@ fn uniformised_step(
 /// Where an alternative path leaves the primal: state, time, next tick, sign of its weight.
 type Branch = (Vec<i64>, f64, u64, f64);
 
-/// Alternative paths. `extra` holds the leaves' direct derivatives `[m][q]`, the signed weight
-/// of each parameter's alternative (P), and each alternative's leaf values `[q][m]`.
+/// Alternative paths. Per observation time, `extra` holds the leaves' direct derivatives
+/// `[m][q]`, the signed weight of each parameter's alternative (P), and each alternative's leaf
+/// values `[q][m]` at that time (the primal's before the alternative branches off).
 fn alt_path(
     c: &CompiledModel,
     p: &[f64],
     leaves: &Leaves,
+    times: &[f64],
     o: &GradOptions,
     n: usize,
 ) -> Result<Record, SimError> {
-    let (nr, np) = (c.n_reactions(), p.len());
+    let (nr, np, nl, nt) = (c.n_reactions(), p.len(), leaves.len(), times.len());
     let key = crate::engine::splitmix64(o.seed) ^ crate::engine::splitmix64(n as u64 ^ ALT_KEY);
     let mut reservoir = stream_rng(o.seed ^ ALT_KEY, n as u64);
     let mut x = c.model.initial_state();
@@ -431,9 +472,16 @@ fn alt_path(
     let mut i = 0u64;
     let mut events = 0u64;
     let mut dp = vec![0.0; nr + 1];
+    // The primal's states at the observation times.
+    let mut states: Vec<Vec<i64>> = Vec::with_capacity(nt);
     loop {
         let a0 = buf.eval(c, &x, p, t, n)?;
-        let Some((t_next, choice)) = uniformised_step(&buf.a, a0, t, o.t_end, tick(key, i)) else {
+        let step = uniformised_step(&buf.a, a0, t, f64::INFINITY, tick(key, i));
+        let t_next = step.map_or(f64::INFINITY, |s| s.0);
+        while states.len() < nt && times[states.len()] < t_next {
+            states.push(x.clone());
+        }
+        let Some((t_next, choice)) = step.filter(|s| s.0 <= o.t_end) else {
             break;
         };
         i += 1;
@@ -478,27 +526,45 @@ fn alt_path(
             apply(c, chosen, &mut x);
         }
     }
-    let f = leaves.values(&x, p, o.t_end);
-    let mut extra = leaves.direct(&x, p, o.t_end);
-    let mut alternatives = Vec::with_capacity(np * f.len());
+    while states.len() < nt {
+        states.push(x.clone());
+    }
+    let f: Vec<f64> = (0..nt)
+        .flat_map(|k| leaves.values(&states[k], p, times[k]))
+        .collect();
+    // Alternatives' leaf values, `[time][q][m]`, and signed weights.
+    let mut alternatives = vec![0.0; nt * np * nl];
+    let mut weights = vec![0.0; np];
     for q in 0..np {
+        let at = |k: usize| (k * np + q) * nl;
         match branch[q].take() {
             Some((mut xa, mut ta, mut ia, sign)) => {
+                let mut k = 0;
+                // Before the branch the alternative is the primal.
+                while k < nt && times[k] < ta {
+                    alternatives[at(k)..at(k) + nl].copy_from_slice(&f[k * nl..(k + 1) * nl]);
+                    k += 1;
+                }
                 let mut a = vec![0.0; nr];
                 loop {
                     let a0 = c.propensities(&xa, p, ta, &mut a);
-                    if let Some(k) = a.iter().position(|v| !(*v >= 0.0)) {
+                    if let Some(j) = a.iter().position(|v| !(*v >= 0.0)) {
                         return Err(SimError::InvalidPropensity {
-                            reaction: c.model.reactions[k].name.clone(),
-                            value: a[k],
+                            reaction: c.model.reactions[j].name.clone(),
+                            value: a[j],
                             time: ta,
                             state: named_state(c, &xa),
                             trajectory: n,
                         });
                     }
-                    let Some((t_next, choice)) =
-                        uniformised_step(&a, a0, ta, o.t_end, tick(key, ia))
-                    else {
+                    let step = uniformised_step(&a, a0, ta, f64::INFINITY, tick(key, ia));
+                    let t_next = step.map_or(f64::INFINITY, |s| s.0);
+                    while k < nt && times[k] < t_next {
+                        alternatives[at(k)..at(k) + nl]
+                            .copy_from_slice(&leaves.values(&xa, p, times[k]));
+                        k += 1;
+                    }
+                    let Some((t_next, choice)) = step.filter(|s| s.0 <= o.t_end) else {
                         break;
                     };
                     ia += 1;
@@ -507,29 +573,41 @@ fn alt_path(
                         return Err(too_many(c, &xa, ta, o.max_events, n));
                     }
                     ta = t_next;
-                    if let Some(k) = choice {
-                        apply(c, k, &mut xa);
+                    if let Some(j) = choice {
+                        apply(c, j, &mut xa);
                     }
                 }
-                extra.push(sign * mass[q]);
-                alternatives.extend(leaves.values(&xa, p, o.t_end));
+                while k < nt {
+                    alternatives[at(k)..at(k) + nl]
+                        .copy_from_slice(&leaves.values(&xa, p, times[k]));
+                    k += 1;
+                }
+                weights[q] = sign * mass[q];
             }
             None => {
-                extra.push(0.0);
-                alternatives.extend_from_slice(&f);
+                for k in 0..nt {
+                    alternatives[at(k)..at(k) + nl].copy_from_slice(&f[k * nl..(k + 1) * nl]);
+                }
             }
         }
     }
-    extra.extend(alternatives);
+    let mut extra = Vec::with_capacity(nt * extra_len(o.estimator, nl, np));
+    for k in 0..nt {
+        extra.extend(leaves.direct(&states[k], p, times[k]));
+        extra.extend(&weights);
+        extra.extend(&alternatives[k * np * nl..(k + 1) * np * nl]);
+    }
     Ok(Record { f, extra, events })
 }
 
-/// Gaussian-smoothed central differences with common random numbers. `extra` holds the leaves at
-/// θ + σε and θ − σε (M each) and then ε (P).
+/// Gaussian-smoothed central differences with common random numbers. Per observation time,
+/// `extra` holds the leaves at θ + σε and θ − σε (M each) and then ε (P).
+#[allow(clippy::too_many_arguments)]
 fn finite_differences(
     c: &CompiledModel,
     p: &[f64],
     leaves: &Leaves,
+    times: &[f64],
     o: &GradOptions,
     scales: &[FdScale],
     sigma: f64,
@@ -548,33 +626,35 @@ fn finite_differences(
     };
     let stop = AtomicBool::new(false);
     let mut events = 0;
-    let mut final_state = |params: &[f64]| -> Result<Vec<i64>, SimError> {
+    let ns = c.n_species();
+    let mut observed = |params: &[f64]| -> Result<Vec<i64>, SimError> {
         let mut rng = stream_rng(o.seed, n as u64); // common random numbers
         let mut tr = Trajectory::new(c, params, n)?;
-        let mut last = tr.x.clone();
+        let mut out = vec![0; times.len() * ns];
         tr.run_to(
-            &[o.t_end],
+            times,
             o.t_end,
             o.max_events,
             &mut rng,
-            |_, x| last.copy_from_slice(x),
+            |k, x| out[k * ns..(k + 1) * ns].copy_from_slice(x),
             &stop,
         )?;
         events += tr.events;
-        Ok(last)
+        Ok(out)
     };
-    let x0 = final_state(p)?;
+    let x0 = observed(p)?;
     let (pp, pm) = (shifted(1.0), shifted(-1.0));
-    let xp = final_state(&pp)?;
-    let xm = final_state(&pm)?;
-    let mut extra = leaves.values(&xp, &pp, o.t_end);
-    extra.extend(leaves.values(&xm, &pm, o.t_end));
-    extra.extend(&eps);
-    Ok(Record {
-        f: leaves.values(&x0, p, o.t_end),
-        extra,
-        events,
-    })
+    let xp = observed(&pp)?;
+    let xm = observed(&pm)?;
+    let (mut f, mut extra) = (Vec::new(), Vec::new());
+    for (k, &tk) in times.iter().enumerate() {
+        let at = |v: &[i64]| v[k * ns..(k + 1) * ns].to_vec();
+        f.extend(leaves.values(&at(&x0), p, tk));
+        extra.extend(leaves.values(&at(&xp), &pp, tk));
+        extra.extend(leaves.values(&at(&xm), &pm, tk));
+        extra.extend(&eps);
+    }
+    Ok(Record { f, extra, events })
 }
 
 /// The moments E[f], E[f²] of every leaf and their gradients, from a subset of records.

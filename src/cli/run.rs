@@ -1,0 +1,443 @@
+//! `rxnc run FILE --fit DATA.csv`: fit the free parameters to data.
+
+use super::output::{PendingFile, print_stdout};
+use super::simulate::{num, sim_failure};
+use super::{Failure, style};
+use crate::Model;
+use crate::driver::loss::LossKind;
+use crate::driver::{self, FitError, FitOptions, FitResult, Step, data};
+use crate::estimators::Estimator;
+use crate::jit::CompiledModel;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The model file.
+    file: PathBuf,
+    /// The data to fit: CSV with a header naming species or observables and an optional `time`
+    /// column; one row per observed cell (see docs/fitting.md).
+    #[arg(long, value_name = "DATA.csv")]
+    fit: PathBuf,
+    /// The loss: w1 (1-Wasserstein), moments (mean and variance), mean [default: w1 when every
+    /// time has 10 or more rows, mean otherwise].
+    #[arg(long, value_name = "L")]
+    loss: Option<String>,
+    /// Optimiser steps per restart (fewer when the loss reaches a plateau).
+    #[arg(long, value_name = "K", default_value_t = 200)]
+    steps: usize,
+    /// Simulated trajectories per step (they give the loss value).
+    #[arg(
+        short = 'n',
+        long = "trajectories",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    trajectories: usize,
+    /// How many of the N trajectories carry gradients [default: all]; fewer is faster, with a
+    /// small bias (docs/fitting.md).
+    #[arg(long, value_name = "M")]
+    tracked: Option<usize>,
+    /// The gradient estimator: gs-st, score, alt-path, fd.
+    #[arg(long, value_name = "E", default_value = "gs-st")]
+    estimator: String,
+    /// Softmax temperature of gs-st.
+    #[arg(
+        long,
+        value_name = "TAU",
+        default_value_t = 1.0,
+        allow_hyphen_values = true
+    )]
+    temperature: f64,
+    /// Smoothing width of fd.
+    #[arg(
+        long,
+        value_name = "SIGMA",
+        default_value_t = 0.05,
+        allow_hyphen_values = true
+    )]
+    sigma: f64,
+    /// Adam's learning rate in transformed coordinates (log or logit).
+    #[arg(
+        long,
+        value_name = "LR",
+        default_value_t = 0.05,
+        allow_hyphen_values = true
+    )]
+    lr: f64,
+    /// Independent starts: the file's values, then random points inside bounds.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    restarts: usize,
+    /// Seed of everything random.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// For data without a time column: the burn-in horizon [default: 10 / slowest first-order
+    /// rate, at most 1000].
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
+    t_end: Option<f64>,
+    /// Write the result as JSON.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Write every step as CSV: restart,step,loss,<params...>.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Draw data against the fitted model and the loss curve (SVG).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Stop a trajectory that exceeds this many events.
+    #[arg(long, value_name = "K", default_value_t = 100_000_000)]
+    max_events: u64,
+    /// Worker threads [default: all cores]; results do not depend on it.
+    #[arg(long, value_name = "K")]
+    threads: Option<usize>,
+}
+
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let estimator = match args.estimator.as_str() {
+        "gs-st" => Estimator::GsSt {
+            temperature: args.temperature,
+        },
+        "score" => Estimator::Score,
+        "alt-path" => Estimator::AltPath,
+        "fd" => Estimator::Fd { sigma: args.sigma },
+        other => {
+            return Err(Failure::input(
+                format!("unknown estimator `{other}`"),
+                format!("choose one of {}", Estimator::NAMES.join(", ")),
+            ));
+        }
+    };
+    if !(args.temperature.is_finite() && args.temperature > 0.0) {
+        return Err(Failure::input(
+            format!(
+                "--temperature must be positive, not {}",
+                num(args.temperature)
+            ),
+            "for example --temperature 1",
+        ));
+    }
+    if !(args.sigma.is_finite() && args.sigma > 0.0) {
+        return Err(Failure::input(
+            format!("--sigma must be positive, not {}", num(args.sigma)),
+            "for example --sigma 0.05",
+        ));
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(Failure::input(
+            format!("--lr must be positive, not {}", num(args.lr)),
+            "for example --lr 0.05",
+        ));
+    }
+    if let Some(t) = args.t_end
+        && !(t.is_finite() && t > 0.0)
+    {
+        return Err(Failure::input(
+            format!("--t-end must be a positive time, not {}", num(t)),
+            "for example --t-end 50, or leave it out to choose it from the model's rates",
+        ));
+    }
+    if args.trajectories < 2 {
+        return Err(Failure::input(
+            format!("-n must be at least 2, not {}", args.trajectories),
+            "for example -n 1000",
+        ));
+    }
+    let tracked = args.tracked.unwrap_or(args.trajectories);
+    if tracked < 2 || tracked > args.trajectories {
+        return Err(Failure::input(
+            format!(
+                "--tracked must be between 2 and -n ({}), not {tracked}",
+                args.trajectories
+            ),
+            "leave it out to track every trajectory",
+        ));
+    }
+    if args.steps == 0 || args.restarts == 0 {
+        return Err(Failure::input(
+            "--steps and --restarts must be at least 1",
+            "for example --steps 200 --restarts 3",
+        ));
+    }
+    if args.max_events == 0 {
+        return Err(Failure::input(
+            "--max-events must be at least 1",
+            "leave it out for the default",
+        ));
+    }
+    let model = Model::load(&args.file)?;
+    if model.ir.params.is_empty() {
+        return Err(Failure::input(
+            format!("`{}` has no free parameters to fit", args.file.display()),
+            "declare the rates to fit with `param` (constants declared with `const` stay fixed)",
+        ));
+    }
+    let shown = args.fit.display().to_string();
+    let text = std::fs::read_to_string(&args.fit).map_err(|e| {
+        Failure::input(
+            format!("cannot read data file `{shown}`: {e}"),
+            "check the path; data files are UTF-8 CSV text",
+        )
+    })?;
+    let data =
+        data::parse(&shown, &text, &model.ir).map_err(|e| Failure::Input(e.render(style())))?;
+    let loss = match args.loss.as_deref() {
+        None => LossKind::default_for(&data),
+        Some(name) => LossKind::parse(name).ok_or_else(|| {
+            Failure::input(
+                format!("unknown loss `{name}`"),
+                format!("choose one of {}", LossKind::NAMES.join(", ")),
+            )
+        })?,
+    };
+    if let Some(k) = args.threads {
+        if k == 0 {
+            return Err(Failure::input(
+                "--threads must be at least 1",
+                "leave it out to use every core",
+            ));
+        }
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(k)
+            .build_global();
+    }
+    // Open outputs first: an unwritable path fails before the fit, not after it.
+    let out_file = args
+        .out
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--out"))
+        .transpose()?;
+    let trace_file = args
+        .trace
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--trace"))
+        .transpose()?;
+    let plot_file = args
+        .plot
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--plot"))
+        .transpose()?;
+    let compiled = CompiledModel::new(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
+    let options = FitOptions {
+        steps: args.steps,
+        trajectories: args.trajectories,
+        tracked,
+        estimator,
+        loss,
+        lr: args.lr,
+        seed: args.seed,
+        t_end: args.t_end,
+        restarts: args.restarts,
+        max_events: args.max_events,
+    };
+    let names: Vec<String> = model.ir.params.iter().map(|p| p.name.clone()).collect();
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(
+            Some((args.steps * args.restarts) as u64),
+            ProgressDrawTarget::stderr(),
+        );
+        if let Ok(s) =
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+        {
+            bar.set_style(s.progress_chars("=> "));
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut last_restart = 0;
+    let mut progress = |s: &Step| {
+        if s.restart != last_restart {
+            // A restart that stopped early on a plateau skips its remaining steps.
+            bar.set_position((s.restart * args.steps) as u64);
+            last_restart = s.restart;
+        }
+        bar.inc(1);
+        let mut msg = format!("loss {:.4}", s.loss);
+        for (n, v) in names.iter().zip(&s.params) {
+            let _ = write!(msg, " {n}={v:.4}");
+        }
+        if args.restarts > 1 {
+            let _ = write!(msg, " (restart {})", s.restart + 1);
+        }
+        bar.set_message(msg);
+    };
+    let result = driver::fit(&compiled, &data, &options, &mut progress);
+    bar.finish_and_clear();
+    let result = match result {
+        Ok(r) => r,
+        Err(FitError::Simulation(e)) => return Err(sim_failure(&model, e)),
+        Err(FitError::Options(m)) => return Err(Failure::input(m, "see rxnc run --help")),
+        Err(FitError::Diverged { what, trace, best }) => {
+            // Keep what was found: the best parameters so far go to --out and --trace.
+            let mut saved = Vec::new();
+            if let Some(f) = out_file {
+                let json = serde_json::json!({
+                    "parameters": named(&names, &best),
+                    "loss": serde_json::Value::Null,
+                    "steps": trace.len(),
+                    "diverged": what,
+                    "trace": trace_json(&names, &trace),
+                });
+                write_file(f, format!("{json:#}\n"))?;
+                saved.push("--out".to_string());
+            }
+            if let Some(f) = trace_file {
+                write_file(f, trace_csv(&names, &trace))?;
+                saved.push("--trace".to_string());
+            }
+            let kept = if saved.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (the best parameters so far were written to {})",
+                    saved.join(" and ")
+                )
+            };
+            return Err(Failure::input(
+                format!("{what}{kept}"),
+                "lower the learning rate (--lr), use more trajectories (-n), try --estimator score, or narrow the parameters' bounds in the model",
+            ));
+        }
+    };
+    if let Some(f) = trace_file {
+        write_file(f, trace_csv(&names, &result.trace))?;
+    }
+    if let Some(f) = out_file {
+        write_file(f, format!("{:#}\n", fit_json(&result, &options, &data)))?;
+    }
+    if let Some(mut f) = plot_file {
+        let pool = driver::forward_samples(
+            &compiled,
+            &result.params,
+            &data.leaves,
+            &result.times,
+            args.seed ^ 0x9107,
+            args.max_events,
+            0..args.trajectories,
+        )
+        .map_err(|e| sim_failure(&model, e))?;
+        let svg = driver::plot::fit_svg(&data, &result, &pool);
+        f.writer()
+            .write_all(svg.as_bytes())
+            .map_err(|e| Failure::Internal(format!("cannot write --plot: {e}")))?;
+        f.commit()?;
+    }
+    print_stdout(&table(&result, &options, &data))
+}
+
+fn write_file(mut f: PendingFile, text: String) -> Result<(), Failure> {
+    f.writer()
+        .write_all(text.as_bytes())
+        .map_err(|e| Failure::Internal(format!("cannot write output: {e}")))?;
+    f.commit()
+}
+
+fn named(names: &[String], values: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| (n.clone(), serde_json::json!(v)))
+        .collect()
+}
+
+fn trace_json(names: &[String], trace: &[Step]) -> serde_json::Value {
+    trace
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "restart": s.restart,
+                "step": s.step,
+                "loss": s.loss,
+                "parameters": named(names, &s.params),
+            })
+        })
+        .collect()
+}
+
+fn trace_csv(names: &[String], trace: &[Step]) -> String {
+    let mut out = format!("restart,step,loss,{}\n", names.join(","));
+    for s in trace {
+        let _ = write!(out, "{},{},{}", s.restart, s.step, s.loss);
+        for v in &s.params {
+            let _ = write!(out, ",{v}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn fit_json(r: &FitResult, o: &FitOptions, data: &data::Data) -> serde_json::Value {
+    let chosen = &r.restarts[r.best];
+    serde_json::json!({
+        "parameters": named(&r.names, &r.params),
+        "loss": r.loss,
+        "steps": chosen.steps,
+        "stopped": chosen.stopped,
+        "uncertainty": named(&r.names, &r.uncertainty),
+        "uncertainty_method": r.uncertainty_method,
+        "initial": named(&r.names, &r.initial),
+        "loss_kind": r.loss_kind.name(),
+        "estimator": o.estimator.name(),
+        "trajectories": o.trajectories,
+        "tracked": o.tracked,
+        "data": {"file": data.name, "rows": data.rows, "columns": data.columns, "stationary": data.times.is_none()},
+        "times": r.times,
+        "restarts": r.restarts.iter().map(|x| serde_json::json!({
+            "parameters": named(&r.names, &x.params),
+            "loss": x.loss,
+            "steps": x.steps,
+            "stopped": x.stopped,
+        })).collect::<Vec<_>>(),
+        "events": r.events,
+        "trace": trace_json(&r.names, &r.trace),
+    })
+}
+
+fn table(r: &FitResult, o: &FitOptions, data: &data::Data) -> String {
+    let mut out = String::new();
+    let chosen = &r.restarts[r.best];
+    let when = match &data.times {
+        Some(t) => format!("{} times", t.len()),
+        None => format!("stationary, burn-in t = {}", num(r.times[0])),
+    };
+    let _ = writeln!(
+        out,
+        "data       {} ({} rows, columns {}; {when})",
+        data.name,
+        data.rows,
+        data.columns.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "fit        loss {} = {:.6}, {} steps ({}), estimator {}, {} trajectories ({} tracked){}",
+        r.loss_kind.name(),
+        r.loss,
+        chosen.steps,
+        chosen.stopped,
+        o.estimator.name(),
+        o.trajectories,
+        o.tracked,
+        if r.restarts.len() > 1 {
+            format!(", best of {} restarts", r.restarts.len())
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(out, "± is the {}\n", r.uncertainty_method);
+    let width = r.names.iter().map(|n| n.len()).max().unwrap_or(9).max(9);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>12}  {:>12}  {:>12}",
+        "parameter", "initial", "fitted", "±"
+    );
+    for q in 0..r.names.len() {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>12.6}  {:>12.6}  {:>12.3e}",
+            r.names[q], r.initial[q], r.params[q], r.uncertainty[q]
+        );
+    }
+    out
+}

@@ -1,0 +1,290 @@
+//! Losses between simulated and observed samples, per observation time and data column, with
+//! gradients from any estimator's records.
+//!
+//! Every loss is an average over (time, column) terms, each made dimensionless by the column's
+//! scale `s` (the variance of all its observed values pooled over times; the squared mean if that
+//! is zero; 1 if both are):
+//!
+//! - `w1`: W1(sim, obs) / √s, the 1-Wasserstein distance ∫ |F_sim(x) − F_obs(x)| dx between the
+//!   empirical distributions (for counts, Σ_k |F_sim(k) − F_obs(k)|).
+//! - `moments`: (μ_sim − μ_obs)² / s + (v_sim − v_obs)² / s², means and sample variances.
+//! - `mean`: (μ_sim − μ_obs)² / s.
+//!
+//! Values come from the whole pool of simulated samples (forward-only and tracked); gradients from
+//! the tracked records, through expectations: the CDF is F(x) = E[1{X ≤ x}], so
+//! dW1 = d E[h(X)] with h(y) = ∫_y^∞ sign(F_sim(x) − F_obs(x)) dx (score, alt-path, fd); gs-st,
+//! whose pathwise derivative of a step function is zero, uses the quantile coupling
+//! W1 ≈ mean_i |x_(i) − q_obs((i + ½)/M)| with gradient mean_i sign(·) dx_(i).
+
+use super::data::Data;
+use crate::estimators::{Dual, Estimator, TimedRecords};
+
+/// Which loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossKind {
+    /// 1-Wasserstein distance between distributions.
+    W1,
+    /// Mean and variance matching.
+    Moments,
+    /// Squared error of means.
+    Mean,
+}
+
+impl LossKind {
+    /// All names, for help texts.
+    pub const NAMES: [&'static str; 3] = ["w1", "moments", "mean"];
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Option<LossKind> {
+        match name {
+            "w1" => Some(LossKind::W1),
+            "moments" => Some(LossKind::Moments),
+            "mean" => Some(LossKind::Mean),
+            _ => None,
+        }
+    }
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossKind::W1 => "w1",
+            LossKind::Moments => "moments",
+            LossKind::Mean => "mean",
+        }
+    }
+    /// The contract's default: `w1` when every time has 10 or more rows, `mean` otherwise.
+    pub fn default_for(data: &Data) -> LossKind {
+        if data.min_rows_per_time() >= 10 {
+            LossKind::W1
+        } else {
+            LossKind::Mean
+        }
+    }
+}
+
+/// Each column's scale: the variance of its observed values pooled over all times, or the squared
+/// mean if the variance is zero, or 1.
+pub fn column_scales(data: &Data) -> Vec<f64> {
+    (0..data.columns.len())
+        .map(|m| {
+            let all: Vec<f64> = data
+                .samples
+                .iter()
+                .flat_map(|g| g[m].iter().copied())
+                .collect();
+            let (mean, var) = mean_var(&all);
+            if var > 0.0 {
+                var
+            } else if mean != 0.0 {
+                mean * mean
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// Mean and sample variance (n − 1 denominator; 0 for fewer than two values).
+pub fn mean_var(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    if v.is_empty() {
+        return (f64::NAN, 0.0);
+    }
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var)
+}
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s
+}
+
+/// The 1-Wasserstein distance ∫ |F_a − F_b| dx between two empirical distributions.
+pub fn w1(a: &[f64], b: &[f64]) -> f64 {
+    Potential::new(a, b).distance
+}
+
+/// W1 between two empirical distributions and the potential h(y) = ∫_y^∞ sign(F_a − F_b) dx.
+struct Potential {
+    /// Breakpoints (the union of both samples), ascending and distinct.
+    xs: Vec<f64>,
+    /// h at each breakpoint.
+    h: Vec<f64>,
+    /// sign(F_a − F_b) on [xs[i], xs[i+1]).
+    sign: Vec<f64>,
+    distance: f64,
+}
+
+impl Potential {
+    fn new(a: &[f64], b: &[f64]) -> Potential {
+        let (sa, sb) = (sorted(a), sorted(b));
+        let mut xs: Vec<f64> = sa.iter().chain(&sb).copied().collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let (na, nb) = (sa.len() as f64, sb.len() as f64);
+        let mut sign = vec![0.0; xs.len()];
+        let mut distance = 0.0;
+        let (mut ia, mut ib) = (0, 0);
+        for i in 0..xs.len().saturating_sub(1) {
+            while ia < sa.len() && sa[ia] <= xs[i] {
+                ia += 1;
+            }
+            while ib < sb.len() && sb[ib] <= xs[i] {
+                ib += 1;
+            }
+            let diff = ia as f64 / na - ib as f64 / nb;
+            distance += diff.abs() * (xs[i + 1] - xs[i]);
+            sign[i] = if diff > 0.0 {
+                1.0
+            } else if diff < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+        }
+        let mut h = vec![0.0; xs.len()];
+        for i in (0..xs.len().saturating_sub(1)).rev() {
+            h[i] = h[i + 1] + sign[i] * (xs[i + 1] - xs[i]);
+        }
+        Potential {
+            xs,
+            h,
+            sign,
+            distance,
+        }
+    }
+    /// h(y) and h'(y).
+    fn at(&self, y: f64) -> (f64, f64) {
+        let n = self.xs.len();
+        if n == 0 || y >= self.xs[n - 1] {
+            return (0.0, 0.0);
+        }
+        if y < self.xs[0] {
+            return (self.h[0], 0.0);
+        }
+        let i = self.xs.partition_point(|&x| x <= y) - 1;
+        (
+            self.h[i + 1] + self.sign[i] * (self.xs[i + 1] - y),
+            -self.sign[i],
+        )
+    }
+}
+
+/// The loss from simulated samples only (no gradient). `pool[k][m]` holds the simulated values of
+/// column `m` at time index `k`.
+pub fn value(data: &Data, kind: LossKind, scales: &[f64], pool: &[Vec<Vec<f64>>]) -> f64 {
+    let mut total = 0.0;
+    let mut terms = 0;
+    for (k, group) in data.samples.iter().enumerate() {
+        for (m, obs) in group.iter().enumerate() {
+            let sim = &pool[k][m];
+            let s = scales[m];
+            total += match kind {
+                LossKind::W1 => w1(sim, obs) / s.sqrt(),
+                LossKind::Moments | LossKind::Mean => {
+                    let (ms, vs) = mean_var(sim);
+                    let (mo, vo) = mean_var(obs);
+                    let mut v = (ms - mo).powi(2) / s;
+                    if kind == LossKind::Moments {
+                        v += (vs - vo).powi(2) / (s * s);
+                    }
+                    v
+                }
+            };
+            terms += 1;
+        }
+    }
+    total / terms.max(1) as f64
+}
+
+/// The loss (from the pool) and its gradient (from the tracked records, whose values at time index
+/// `k` are the leaves in the data's column order).
+pub fn value_and_gradient(
+    data: &Data,
+    kind: LossKind,
+    scales: &[f64],
+    pool: &[Vec<Vec<f64>>],
+    tracked: &TimedRecords,
+    estimator: Estimator,
+    np: usize,
+) -> Dual {
+    let mut grad = vec![0.0; np];
+    let mut total = 0.0;
+    let mut terms = 0;
+    let add = |grad: &mut Vec<f64>, d: &[f64], c: f64| {
+        for (g, v) in grad.iter_mut().zip(d) {
+            *g += c * v;
+        }
+    };
+    for (k, group) in data.samples.iter().enumerate() {
+        for (m, obs) in group.iter().enumerate() {
+            let sim = &pool[k][m];
+            let s = scales[m];
+            terms += 1;
+            match kind {
+                LossKind::W1 => {
+                    let pot = Potential::new(sim, obs);
+                    total += pot.distance / s.sqrt();
+                    if let Estimator::GsSt { .. } = estimator {
+                        // Quantile coupling of the tracked samples with the observed quantiles.
+                        let nt = tracked.len();
+                        let mut order: Vec<usize> = (0..nt).collect();
+                        order.sort_by(|&a, &b| {
+                            tracked.value(a, k, m).total_cmp(&tracked.value(b, k, m))
+                        });
+                        let so = sorted(obs);
+                        for (i, &n) in order.iter().enumerate() {
+                            let level = (i as f64 + 0.5) / nt as f64;
+                            let q = so[((level * so.len() as f64) as usize).min(so.len() - 1)];
+                            let x = tracked.value(n, k, m);
+                            let sign = if x > q {
+                                1.0
+                            } else if x < q {
+                                -1.0
+                            } else {
+                                0.0
+                            };
+                            if sign != 0.0
+                                && let Some(dx) = tracked.pathwise(n, k, m)
+                            {
+                                add(&mut grad, dx, sign / (nt as f64 * s.sqrt()));
+                            }
+                        }
+                    } else {
+                        let d = tracked.expectation(k, m, &|y| pot.at(y));
+                        add(&mut grad, &d.d, 1.0 / s.sqrt());
+                    }
+                }
+                LossKind::Moments | LossKind::Mean => {
+                    let (ms, vs) = mean_var(sim);
+                    let (mo, vo) = mean_var(obs);
+                    total += (ms - mo).powi(2) / s;
+                    let d1 = tracked.expectation(k, m, &|y| (y, 1.0));
+                    add(&mut grad, &d1.d, 2.0 * (ms - mo) / s);
+                    if kind == LossKind::Moments {
+                        total += (vs - vo).powi(2) / (s * s);
+                        // var = n/(n−1) (E[f²] − E[f]²): d var ≈ n/(n−1) (dE[f²] − 2 μ dE[f]).
+                        let d2 = tracked.expectation(k, m, &|y| (y * y, 2.0 * y));
+                        let n = sim.len() as f64;
+                        let c = n / (n - 1.0).max(1.0);
+                        let dv: Vec<f64> =
+                            d2.d.iter()
+                                .zip(&d1.d)
+                                .map(|(a, b)| c * (a - 2.0 * ms * b))
+                                .collect();
+                        add(&mut grad, &dv, 2.0 * (vs - vo) / (s * s));
+                    }
+                }
+            }
+        }
+    }
+    let terms = terms.max(1) as f64;
+    Dual {
+        v: total / terms,
+        d: grad.into_iter().map(|g| g / terms).collect(),
+    }
+}
