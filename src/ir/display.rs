@@ -129,8 +129,8 @@ impl Model {
         if self.time_dependent {
             let _ = writeln!(
                 out,
-                "note: some propensities read time `t`; the simulator holds them fixed between events \
-                 (see docs/language.md)"
+                "note: some propensities read time `t`; the simulator integrates them between events \
+                 (slower; see docs/language.md)"
             );
         }
         out
