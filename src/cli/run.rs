@@ -40,8 +40,9 @@ pub struct RunArgs {
     /// small bias (docs/fitting.md).
     #[arg(long, value_name = "M")]
     tracked: Option<usize>,
-    /// The gradient estimator: gs-st, score, alt-path, fd.
-    #[arg(long, value_name = "E", default_value = "gs-st")]
+    /// The gradient estimator: score (likelihood ratio, unbiased; the default), gs-st
+    /// (straight-through Gumbel-Softmax, biased at temperature 1), alt-path, fd.
+    #[arg(long, value_name = "E", default_value = "score")]
     estimator: String,
     /// Softmax temperature of gs-st.
     #[arg(

@@ -1,0 +1,10 @@
+#!/bin/sh
+# Regenerates examples/telegraph_fit.csv: the mRNA count M of 3000 cells at stationarity, simulated
+# from examples/telegraph.rxn at its parameters (kon = 0.5, koff = 1, ktx = 10; kdeg = 1), and fits
+# it from the different starting point in examples/telegraph_fit.rxn.
+set -e
+RXNC=${RXNC:-rxnc}
+cd "$(dirname "$0")"
+$RXNC simulate telegraph.rxn --t-end 50 --every 50 -n 3000 --seed 2024 |
+    awk -F, 'NR == 1 { print "M" } NR > 1 && $2 == 50 { print $5 }' > telegraph_fit.csv
+$RXNC run telegraph_fit.rxn --fit telegraph_fit.csv --seed 1 --out telegraph_fit.json
