@@ -1,0 +1,387 @@
+//! `rxnc run --fit`: data files, losses and their gradients, the optimiser, the command line.
+
+use rxnc::Model;
+use rxnc::diagnostics::Style;
+use rxnc::driver::data::{self, Data};
+use rxnc::driver::loss::{self, LossKind};
+use rxnc::driver::{self, FitOptions};
+use rxnc::estimators::{Estimator, GradOptions, run_timed};
+use rxnc::jit::CompiledModel;
+use std::path::PathBuf;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rxnc");
+
+const BIRTH_DEATH: &str = "species X = 0\nparam k = 10\nconst g = 1\n0 -> X @ k\nX -> 0 @ g\n";
+const TELEGRAPH: &str = "species Goff = 1, Gon = 0, M = 0\nparam kon = 0.5, koff = 1, ktx = 10\n\
+    const kdeg = 1\nobservable total = Gon + M\nGoff <-> Gon @ kon, koff\nGon -> Gon + M @ ktx\nM -> 0 @ kdeg\n";
+
+fn model(text: &str) -> Model {
+    Model::parse("model.rxn", text).unwrap()
+}
+
+fn parse(text: &str) -> Result<Data, String> {
+    data::parse("data.csv", text, &model(TELEGRAPH).ir).map_err(|e| e.render(Style::Plain))
+}
+
+// ---------------------------------------------------------------- data files
+
+#[test]
+fn data_diagnostics() {
+    let cases = [
+        ("empty", ""),
+        ("header_only", "time,M\n"),
+        ("one_row", "time,M\n1,3\n"),
+        ("unknown_column", "time,m,Gon\n1,3,0\n2,4,1\n"),
+        ("unknown_column_no_suggestion", "time,protein\n1,3\n2,4\n"),
+        ("duplicate_column", "M,Gon,M\n1,0,1\n2,1,2\n"),
+        ("not_a_number", "time,M\n1,3\n2,three\n"),
+        ("missing_value", "time,M\n1,3\n2,\n"),
+        ("negative_count", "time,M\n1,3\n2,-4\n"),
+        ("nan", "time,M\n1,NaN\n2,4\n"),
+        ("negative_time", "time,M\n-1,3\n2,4\n"),
+        ("row_length", "time,M\n1,3\n2,4,5\n"),
+        ("several", "time,M\n1,x\n2,-1\n3,inf\n"),
+    ];
+    for (name, text) in cases {
+        let rendered = parse(text).expect_err(name);
+        insta::with_settings!({ description => text.to_string(), omit_expression => true }, {
+            insta::assert_snapshot!(format!("data_{name}"), rendered);
+        });
+    }
+}
+
+#[test]
+fn data_groups_rows_by_time() {
+    let d = parse("time,M,total\n2,3,4\n1,5,5\n2,7,8\n\n1,1,2\n").unwrap();
+    assert_eq!(d.columns, ["M", "total"]);
+    assert_eq!(d.times, Some(vec![1.0, 2.0]));
+    assert_eq!(d.samples[0], [vec![5.0, 1.0], vec![5.0, 2.0]]);
+    assert_eq!(d.samples[1], [vec![3.0, 7.0], vec![4.0, 8.0]]);
+    assert_eq!(d.rows, 4);
+    assert_eq!(LossKind::default_for(&d), LossKind::Mean);
+    // No time column: stationary samples; a `trajectory` column (as `rxnc simulate` writes) is
+    // ignored; CRLF line ends are fine.
+    let d = parse("trajectory,M\r\n0,3\r\n1,4\r\n").unwrap();
+    assert_eq!(d.times, None);
+    assert_eq!(d.samples, [vec![vec![3.0, 4.0]]]);
+    let many: String = std::iter::once("M\n".to_string())
+        .chain((0..10).map(|i| format!("{i}\n")))
+        .collect();
+    assert_eq!(LossKind::default_for(&parse(&many).unwrap()), LossKind::W1);
+}
+
+// ---------------------------------------------------------------- losses
+
+#[test]
+fn w1_by_hand() {
+    assert_eq!(loss::w1(&[0.0, 1.0, 2.0], &[1.0, 2.0, 3.0]), 1.0);
+    assert_eq!(loss::w1(&[0.0, 0.0], &[2.0]), 2.0);
+    assert_eq!(loss::w1(&[0.0, 2.0], &[1.0, 1.0]), 1.0);
+    assert_eq!(loss::w1(&[3.0, 1.0], &[1.0, 3.0]), 0.0);
+    // Unequal sizes: F_a − F_b is 1/2 on [0, 1) and 1/6 on [1, 3): 1/2 + 2/6.
+    assert!((loss::w1(&[0.0, 3.0], &[1.0, 1.0, 3.0]) - (0.5 + 2.0 / 6.0)).abs() < 1e-12);
+}
+
+#[test]
+fn loss_values_by_hand() {
+    // One column, stationary; observed 1, 2, 3 (mean 2, variance 1, so the scale is 1).
+    let d = data::parse("d.csv", "X\n1\n2\n3\n", &model(BIRTH_DEATH).ir).unwrap();
+    let scales = loss::column_scales(&d);
+    assert_eq!(scales, [1.0]);
+    let pool = vec![vec![vec![2.0, 4.0, 6.0]]]; // mean 4, variance 4
+    assert_eq!(loss::value(&d, LossKind::Mean, &scales, &pool), 4.0);
+    assert_eq!(
+        loss::value(&d, LossKind::Moments, &scales, &pool),
+        4.0 + 9.0
+    );
+    // F_sim − F_obs: −1/3 on [1, 2), −1/3 on [2, 3), −2/3 on [3, 4), −1/3 on [4, 6): 2.
+    assert!((loss::value(&d, LossKind::W1, &scales, &pool) - 2.0).abs() < 1e-12);
+    // Scales: observed 4, 8 have variance 8, so the mean term is (8 − 6)² / 8.
+    let d = data::parse("d.csv", "X\n4\n8\n", &model(BIRTH_DEATH).ir).unwrap();
+    let scales = loss::column_scales(&d);
+    assert_eq!(scales, [8.0]);
+    assert_eq!(
+        loss::value(&d, LossKind::Mean, &scales, &vec![vec![vec![6.0, 10.0]]]),
+        0.5
+    );
+}
+
+/// Samples of Poisson(lambda) at evenly spaced quantiles: a deterministic stand-in for data.
+fn poisson_quantiles(lambda: f64, n: usize) -> Vec<u64> {
+    let mut cdf = Vec::new();
+    let (mut p, mut total) = ((-lambda).exp(), 0.0);
+    for j in 0..200u64 {
+        total += p;
+        cdf.push(total);
+        p *= lambda / (j + 1) as f64;
+    }
+    (0..n)
+        .map(|i| {
+            let u = (i as f64 + 0.5) / n as f64;
+            cdf.iter().position(|&c| c >= u).unwrap() as u64
+        })
+        .collect()
+}
+
+fn poisson_data(lambda: f64, n: usize) -> String {
+    let mut s = String::from("X\n");
+    for v in poisson_quantiles(lambda, n) {
+        s.push_str(&format!("{v}\n"));
+    }
+    s
+}
+
+/// The loss and its gradient at k = 10 for birth-death data from Poisson(8), at t = 20.
+fn bd_gradient(kind: LossKind, estimator: Estimator, n: usize) -> (f64, f64) {
+    let m = model(BIRTH_DEATH);
+    let compiled = CompiledModel::new(&m.ir).unwrap();
+    let d = data::parse("d.csv", &poisson_data(8.0, 2000), &m.ir).unwrap();
+    let scales = loss::column_scales(&d);
+    let options = GradOptions {
+        t_end: 20.0,
+        trajectories: n,
+        seed: 3,
+        estimator,
+        max_events: 1_000_000,
+    };
+    let tracked = run_timed(&compiled, &[10.0], &d.leaves, &[20.0], &options, 0..n).unwrap();
+    let pool = vec![vec![
+        (0..n).map(|i| tracked.value(i, 0, 0)).collect::<Vec<_>>(),
+    ]];
+    let l = loss::value_and_gradient(&d, kind, &scales, &pool, &tracked, estimator, 1);
+    (l.v * scales[0].sqrt(), l.d[0] * scales[0].sqrt())
+}
+
+#[test]
+fn w1_gradient_of_birth_death_against_poisson_data() {
+    // Poisson laws are stochastically ordered: W1(Poisson(k), Poisson(8)) = k − 8, slope 1.
+    for (estimator, tol) in [
+        (Estimator::Score, 0.12),
+        // One pruned alternative per trajectory over ~400 events: unbiased but noisy (its
+        // standard error here is about 0.3).
+        (Estimator::AltPath, 0.9),
+        (Estimator::Fd { sigma: 0.05 }, 0.12),
+        (Estimator::GsSt { temperature: 1.0 }, 0.12),
+    ] {
+        let (value, slope) = bd_gradient(LossKind::W1, estimator, 4000);
+        assert!((value - 2.0).abs() < 0.2, "{estimator:?}: W1 {value}");
+        assert!((slope - 1.0).abs() < tol, "{estimator:?}: dW1/dk {slope}");
+    }
+}
+
+#[test]
+fn mean_gradient_of_birth_death() {
+    // (μ − 8)² with μ = k at stationarity: slope 2 (k − 8) = 4 (before scaling by the variance).
+    for estimator in [Estimator::Score, Estimator::GsSt { temperature: 1.0 }] {
+        let (value, slope) = bd_gradient(LossKind::Mean, estimator, 4000);
+        let scale = loss::column_scales(
+            &data::parse("d.csv", &poisson_data(8.0, 2000), &model(BIRTH_DEATH).ir).unwrap(),
+        )[0];
+        assert!(
+            (value * scale.sqrt() - 4.0).abs() < 0.8,
+            "{estimator:?}: {value}"
+        );
+        assert!(
+            (slope * scale.sqrt() - 4.0).abs() < 0.8,
+            "{estimator:?}: {slope}"
+        );
+    }
+}
+
+#[test]
+fn time_course_records_match_forward_simulation() {
+    // Every estimator's primal at each observation time is an exact SSA: the means of a pure
+    // birth process at t = 1, 2, 4 are 10 t. (gs-st is left out: with a single channel the
+    // softmax has nothing to relax and its pathwise derivative of a count is zero.)
+    let m = model("species X = 0\nparam k = 10\n0 -> X @ k\n");
+    let compiled = CompiledModel::new(&m.ir).unwrap();
+    let times = [1.0, 2.0, 4.0];
+    for estimator in [
+        Estimator::Score,
+        Estimator::AltPath,
+        Estimator::Fd { sigma: 0.05 },
+    ] {
+        let options = GradOptions {
+            t_end: 4.0,
+            trajectories: 2000,
+            seed: 1,
+            estimator,
+            max_events: 1_000_000,
+        };
+        let r = run_timed(
+            &compiled,
+            &[10.0],
+            &[rxnc::ir::Expr::Species(0)],
+            &times,
+            &options,
+            0..2000,
+        )
+        .unwrap();
+        for (k, &t) in times.iter().enumerate() {
+            let d = r.expectation(k, 0, &|y| (y, 1.0));
+            assert!(
+                (d.v - 10.0 * t).abs() < 4.0 * (10.0 * t / 2000.0).sqrt(),
+                "{estimator:?} mean {}",
+                d.v
+            );
+            // dE[X_t]/dk = t.
+            assert!(
+                (d.d[0] - t).abs() < 0.15 * t,
+                "{estimator:?} t = {t}: {}",
+                d.d[0]
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- optimiser
+
+#[test]
+fn fit_recovers_birth_death_rate_from_stationary_data() {
+    let m = model("species X = 0\nparam k = 3\nconst g = 1\n0 -> X @ k\nX -> 0 @ g\n");
+    let compiled = CompiledModel::new(&m.ir).unwrap();
+    let d = data::parse("d.csv", &poisson_data(10.0, 1000), &m.ir).unwrap();
+    for (estimator, loss) in [
+        (Estimator::Score, LossKind::W1),
+        (Estimator::GsSt { temperature: 1.0 }, LossKind::Moments),
+    ] {
+        let options = FitOptions {
+            steps: 120,
+            trajectories: 400,
+            tracked: 200,
+            estimator,
+            loss,
+            lr: 0.05,
+            seed: 5,
+            t_end: None,
+            restarts: 2,
+            max_events: 1_000_000,
+        };
+        let mut steps = 0;
+        let r = driver::fit(&compiled, &d, &options, &mut |_| steps += 1).unwrap();
+        assert!(
+            (r.params[0] - 10.0).abs() < 1.0,
+            "{estimator:?} {loss:?}: k = {}",
+            r.params[0]
+        );
+        assert_eq!(steps, r.trace.len());
+        assert_eq!(r.restarts.len(), 2);
+        assert!(r.uncertainty[0].is_finite());
+        // Burn-in: 10 / g.
+        assert_eq!(r.times, [10.0]);
+    }
+}
+
+#[test]
+fn transforms_round_trip() {
+    use driver::Transform;
+    for (t, v) in [(Transform::Log, 3.5), (Transform::Logit(0.1, 10.0), 2.0)] {
+        let u = t.inverse(v);
+        assert!((t.forward(u) - v).abs() < 1e-12);
+        let h = 1e-6;
+        let slope = (t.forward(u + h) - t.forward(u - h)) / (2.0 * h);
+        assert!((slope - t.slope(u)).abs() < 1e-6 * slope.abs().max(1.0));
+    }
+}
+
+// ---------------------------------------------------------------- command line
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rxnc-fit-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn cli_run_writes_fit_json_and_trace() {
+    let dir = scratch("json");
+    std::fs::write(
+        dir.join("m.rxn"),
+        "species X = 0\nparam k = 4\nconst g = 1\n0 -> X @ k\nX -> 0 @ g\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("d.csv"), poisson_data(8.0, 200)).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "run", "m.rxn", "--fit", "d.csv", "--steps", "30", "-n", "100", "--seed", "1",
+        ])
+        .args(["--out", "fit.json", "--trace", "trace.csv"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("parameter") && stdout.contains("fitted"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit.json")).unwrap()).unwrap();
+    for key in [
+        "parameters",
+        "loss",
+        "steps",
+        "trace",
+        "uncertainty",
+        "estimator",
+        "loss_kind",
+    ] {
+        assert!(json.get(key).is_some(), "fit.json lacks {key}: {json}");
+    }
+    assert!(json["parameters"]["k"].as_f64().unwrap() > 4.0);
+    assert_eq!(json["loss_kind"], "w1");
+    let trace = std::fs::read_to_string(dir.join("trace.csv")).unwrap();
+    assert!(trace.starts_with("restart,step,loss,k\n"));
+    assert_eq!(
+        trace.lines().count(),
+        1 + json["steps"].as_u64().unwrap() as usize
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn cli_run_exit_codes() {
+    let dir = scratch("codes");
+    std::fs::write(dir.join("m.rxn"), BIRTH_DEATH).unwrap();
+    std::fs::write(dir.join("good.csv"), "X\n3\n4\n").unwrap();
+    std::fs::write(dir.join("bad.csv"), "time,Y\n1,3\n2,4\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("run")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["m.rxn", "--fit", "bad.csv"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("unknown column `Y`") && err.contains("bad.csv:1:6"),
+        "{err}"
+    );
+    let (code, err) = run(&["m.rxn", "--fit", "missing.csv"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot read data file"), "{err}");
+    let (code, err) = run(&["m.rxn", "--fit", "good.csv", "--loss", "l2"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown loss `l2`"), "{err}");
+    let (code, _) = run(&["m.rxn", "--fit", "good.csv", "--tracked", "5", "-n", "4"]);
+    assert_eq!(code, Some(1));
+    let (code, _) = run(&["m.rxn", "--fit", "good.csv", "--estimator", "magic"]);
+    assert_eq!(code, Some(1));
+    let (code, err) = run(&[
+        "m.rxn", "--fit", "good.csv", "--steps", "3", "-n", "20", "--loss", "mean",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
