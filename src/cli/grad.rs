@@ -154,7 +154,7 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
         let _ = writeln!(out, "objective  {}", objective.text);
         let _ = writeln!(
             out,
-            "estimate   {} ± {} (standard error)",
+            "estimate   {:.6e} ± {:.3e} (standard error)",
             result.objective.estimate, result.objective.stderr
         );
         let _ = writeln!(

@@ -24,8 +24,9 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Estimator {
     /// Straight-through Gumbel-Softmax: exact forward pass, softmax relaxation of the reaction
-    /// choice in the tangent pass. Biased; the bias shrinks and the variance grows as the
-    /// temperature goes to zero.
+    /// choice in the tangent pass. Biased: blind to events crossing the horizon (strong in
+    /// transients) and a few to tens of percent off at stationarity, a bias that cooling does not
+    /// remove; the variance explodes below a model-dependent temperature.
     GsSt {
         /// Softmax temperature.
         temperature: f64,

@@ -6,6 +6,17 @@ use crate::diagnostics::{Diagnostic, ModelError, SourceFile, closest};
 use crate::ir::{self, Expr, Func};
 use crate::syntax::{self, ast};
 
+/// The help of an objective that does not parse.
+const EXAMPLE: &str = "an objective is one expression over mean(x), var(x) and sd(x) of species or \
+                       observable expressions, for example `(mean(M) - 3)^2 + var(M)`";
+
+/// Functions allowed around statistics.
+const OUTER: [&str; 7] = ["exp", "log", "sqrt", "abs", "pow", "min", "max"];
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// Which statistic of a leaf expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Statistic {
@@ -94,7 +105,27 @@ impl Objective {
             source: source.clone(),
             diagnostics,
         };
-        let ast = syntax::parse_expr(text).map_err(|d| fail(vec![d]))?;
+        if text.trim().is_empty() {
+            return Err(fail(vec![
+                Diagnostic::new(
+                    "rxn::objective",
+                    "the objective is empty",
+                    ast::Span::new(0, text.len()),
+                    "",
+                )
+                .with_help(EXAMPLE),
+            ]));
+        }
+        let ast = syntax::parse_expr(text).map_err(|mut d| {
+            // The syntax's generic advice is about the lines of a model file.
+            if d.help
+                .as_deref()
+                .is_none_or(|h| h.contains("declaration") || h.contains("reaction"))
+            {
+                d.help = Some(EXAMPLE.to_string());
+            }
+            fail(vec![d])
+        })?;
         let mut r = Resolver {
             model,
             leaves: vec![],
@@ -266,10 +297,27 @@ impl Resolver<'_> {
                     };
                     return ObjectiveExpr::Stat(kind, i);
                 }
-                let allowed = ["exp", "log", "sqrt", "abs", "pow", "min", "max"];
+                let allowed = OUTER;
                 match Func::by_name(&f.name).filter(|_| allowed.contains(&f.name.as_str())) {
                     Some((func, arity)) if arity == args.len() => {
                         ObjectiveExpr::Call(func, args.iter().map(|a| self.outer(a)).collect())
+                    }
+                    Some((_, arity)) => {
+                        self.diags.push(
+                            Diagnostic::new(
+                                "rxn::objective",
+                                format!(
+                                    "`{}` takes {arity} argument{}, not {}",
+                                    f.name,
+                                    plural(arity),
+                                    args.len()
+                                ),
+                                e.span,
+                                "",
+                            )
+                            .with_help(EXAMPLE),
+                        );
+                        ObjectiveExpr::Num(f64::NAN)
                     }
                     _ => {
                         let near =
@@ -286,15 +334,44 @@ impl Resolver<'_> {
                 }
             }
             K::Name(id) => {
-                self.diags.push(
-                    Diagnostic::new(
-                        "rxn::objective",
-                        format!("`{}` needs a statistic around it", id.name),
-                        id.span,
-                        "a random quantity",
-                    )
-                    .with_help(format!("write mean({0}), var({0}) or sd({0})", id.name)),
-                );
+                let m = self.model;
+                let n = id.name.as_str();
+                if m.species_index(n).is_some() || m.observables.iter().any(|o| o.name == n) {
+                    self.diags.push(
+                        Diagnostic::new(
+                            "rxn::objective",
+                            format!("`{n}` needs a statistic around it"),
+                            id.span,
+                            "a random quantity",
+                        )
+                        .with_help(format!("write mean({n}), var({n}) or sd({n})")),
+                    );
+                } else if m.param_index(n).is_some()
+                    || m.consts.iter().any(|c| c.name == n)
+                    || n == "t"
+                {
+                    let what = if m.param_index(n).is_some() {
+                        "a parameter"
+                    } else if n == "t" {
+                        "time"
+                    } else {
+                        "a constant"
+                    };
+                    self.diags.push(
+                        Diagnostic::new(
+                            "rxn::objective",
+                            format!("`{n}` cannot be used outside a statistic"),
+                            id.span,
+                            what,
+                        )
+                        .with_help(format!(
+                            "objectives combine mean(x), var(x) and sd(x) with numbers; `{n}` may \
+                             appear inside a statistic, e.g. mean({n} * x)"
+                        )),
+                    );
+                } else {
+                    self.diags.push(unknown_name(m, n, id.span));
+                }
                 ObjectiveExpr::Num(f64::NAN)
             }
         }
@@ -314,10 +391,51 @@ impl Resolver<'_> {
                 Some((func, arity)) if arity == args.len() => {
                     Expr::Call(func, args.iter().map(|a| self.inner(a)).collect())
                 }
-                _ => {
+                Some((_, arity)) => {
                     self.diags.push(
-                        Diagnostic::new("rxn::objective", format!("unknown function `{}` with {} arguments", f.name, args.len()), f.span, "")
-                            .with_help("statistics cannot be nested; inside them use the model's functions (exp, log, sqrt, abs, min, max, pow, hill, hillr)"),
+                        Diagnostic::new(
+                            "rxn::objective",
+                            format!(
+                                "`{}` takes {arity} argument{}, not {}",
+                                f.name,
+                                plural(arity),
+                                args.len()
+                            ),
+                            e.span,
+                            "",
+                        )
+                        .with_help(FUNCTIONS_HELP),
+                    );
+                    Expr::Num(f64::NAN)
+                }
+                None if ["mean", "var", "sd"].contains(&f.name.as_str()) => {
+                    self.diags.push(
+                        Diagnostic::new(
+                            "rxn::objective",
+                            "statistics cannot be nested",
+                            f.span,
+                            "a statistic inside a statistic",
+                        )
+                        .with_help(
+                            "take statistics of species or observable expressions and combine \
+                             them outside, e.g. mean(M^2) - mean(M)^2",
+                        ),
+                    );
+                    Expr::Num(f64::NAN)
+                }
+                None => {
+                    let near = closest(&f.name, Func::ALL.iter().map(|(_, n, _)| *n));
+                    self.diags.push(
+                        Diagnostic::new(
+                            "rxn::objective",
+                            format!("unknown function `{}`", f.name),
+                            f.span,
+                            "not a function of the language",
+                        )
+                        .with_help(match near {
+                            Some(n) => format!("did you mean `{n}`? {FUNCTIONS_HELP}"),
+                            None => FUNCTIONS_HELP.to_string(),
+                        }),
                     );
                     Expr::Num(f64::NAN)
                 }
@@ -335,32 +453,41 @@ impl Resolver<'_> {
                 } else if n == "t" {
                     Expr::Time
                 } else {
-                    let names = m
-                        .species
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .chain(m.observables.iter().map(|o| o.name.as_str()));
-                    let help = match closest(n, names) {
-                        Some(near) => format!("did you mean `{near}`?"),
-                        None => {
-                            "statistics are taken of species and observables declared in the model"
-                                .to_string()
-                        }
-                    };
-                    self.diags.push(
-                        Diagnostic::new(
-                            "rxn::objective",
-                            format!("`{n}` is not a species or observable of the model"),
-                            id.span,
-                            "unknown",
-                        )
-                        .with_help(help),
-                    );
+                    self.diags.push(unknown_name(m, n, id.span));
                     Expr::Num(f64::NAN)
                 }
             }
         }
     }
+}
+
+const FUNCTIONS_HELP: &str = "inside a statistic use species, observables, parameters, numbers \
+                              and the model's functions (exp, log, sqrt, abs, min, max, pow, \
+                              hill, hillr)";
+
+/// A name that is not declared in the model.
+fn unknown_name(m: &ir::Model, n: &str, span: ast::Span) -> Diagnostic {
+    let names: Vec<&str> = m
+        .species
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(m.observables.iter().map(|o| o.name.as_str()))
+        .collect();
+    let help = match closest(n, names.iter().copied()) {
+        Some(near) => format!("did you mean `{near}`?"),
+        None if names.len() <= 12 => format!(
+            "statistics are taken of the model's species and observables: {}",
+            names.join(", ")
+        ),
+        None => "statistics are taken of species and observables declared in the model".to_string(),
+    };
+    Diagnostic::new(
+        "rxn::objective",
+        format!("`{n}` is not a species or observable of the model"),
+        span,
+        "unknown",
+    )
+    .with_help(help)
 }
 
 fn binop(op: ast::BinaryOp) -> ir::BinOp {

@@ -193,6 +193,8 @@ fn gs_st(
     let mut dy = vec![0.0; nr * np];
     let mut mean_dz = vec![0.0; np];
     let time_dependent = !c.pattern.dtime.is_empty();
+    // Softmax scratch for temperatures other than 1.
+    let (mut z, mut w) = (vec![0.0; nr], vec![0.0; nr]);
     let stoichiometry: Vec<(usize, usize, f64)> = (c.model.reactions.iter().enumerate())
         .flat_map(|(j, r)| r.net.iter().map(move |&(i, d)| (j, i, d as f64)))
         .collect();
@@ -292,17 +294,17 @@ fn gs_st(
                 }
             }
         } else {
-            let z: Vec<f64> = (0..nr)
-                .map(|j| {
-                    if buf.a[j] > 0.0 {
-                        (buf.a[j].ln() - clocks[j].ln()) / temp
-                    } else {
-                        f64::NEG_INFINITY
-                    }
-                })
-                .collect();
+            for j in 0..nr {
+                z[j] = if buf.a[j] > 0.0 {
+                    (buf.a[j].ln() - clocks[j].ln()) / temp
+                } else {
+                    f64::NEG_INFINITY
+                };
+            }
             let zmax = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let w: Vec<f64> = z.iter().map(|v| (v - zmax).exp()).collect();
+            for j in 0..nr {
+                w[j] = (z[j] - zmax).exp();
+            }
             let total: f64 = w.iter().sum();
             mean_dz.iter_mut().for_each(|m| *m = 0.0);
             for j in 0..nr {
