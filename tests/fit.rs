@@ -102,7 +102,7 @@ fn loss_values_by_hand() {
     let scales = loss::column_scales(&d);
     assert_eq!(scales, [8.0]);
     assert_eq!(
-        loss::value(&d, LossKind::Mean, &scales, &vec![vec![vec![6.0, 10.0]]]),
+        loss::value(&d, LossKind::Mean, &scales, &[vec![vec![6.0, 10.0]]]),
         0.5
     );
 }

@@ -84,7 +84,7 @@ pub struct RunArgs {
     /// Write every step as CSV: restart,step,loss,<params...>.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
-    /// Draw data against the fitted model and the loss curve (SVG).
+    /// Draw data against the fitted model and the loss curve (an .svg file).
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
     /// Stop a trajectory that exceeds this many events.
@@ -214,6 +214,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|p| PendingFile::create(p, "--trace"))
         .transpose()?;
+    if let Some(p) = &args.plot {
+        super::simulate::check_plot_path(p)?;
+    }
     let plot_file = args
         .plot
         .as_deref()
@@ -319,7 +322,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             0..args.trajectories,
         )
         .map_err(|e| sim_failure(&model, e))?;
-        let svg = driver::plot::fit_svg(&data, &result, &pool);
+        let svg = driver::plot::fit_svg(&data, &result, &pool)
+            .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
         f.writer()
             .write_all(svg.as_bytes())
             .map_err(|e| Failure::Internal(format!("cannot write --plot: {e}")))?;

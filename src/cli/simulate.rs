@@ -38,6 +38,10 @@ pub struct SimulateArgs {
     /// Write tidy statistics here: time,name,mean,sd over the trajectories.
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
+    /// Draw sample trajectories, mean ± sd bands and the distribution at the last time (an .svg
+    /// file).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     /// Stop a trajectory that exceeds this many events (runaway models).
     #[arg(long, value_name = "K", default_value_t = 100_000_000)]
     max_events: u64,
@@ -251,6 +255,14 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|p| PendingFile::create(p, "--stats"))
         .transpose()?;
+    if let Some(p) = &args.plot {
+        check_plot_path(p)?;
+    }
+    let plot_file = args
+        .plot
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--plot"))
+        .transpose()?;
 
     let compiled =
         CompiledModel::for_simulation(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
@@ -292,13 +304,21 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         write_stats(f.writer(), &ensemble.stats(&compiled, &params))
             .map_err(|e| csv_failure(e).unwrap_or(Failure::Internal("broken pipe".into())))?;
     }
+    if let Some(mut f) = plot_file {
+        let svg = plot_ensemble(&ensemble, &compiled, &params)
+            .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
+        f.writer()
+            .write_all(svg.as_bytes())
+            .map_err(|e| Failure::Internal(format!("cannot write --plot: {e}")))?;
+        f.commit()?;
+    }
     if let Some(f) = out_file {
         f.commit()?;
     }
     if let Some(f) = stats_file {
         f.commit()?;
     }
-    if args.out.is_none() && args.stats.is_none() {
+    if args.out.is_none() && args.stats.is_none() && args.plot.is_none() {
         let stdout = std::io::stdout();
         let mut lock = std::io::BufWriter::new(stdout.lock());
         if let Err(e) = write_trajectories(&mut lock, &ensemble, &compiled, &params) {
@@ -310,4 +330,56 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         lock.flush().or_else(stdout_error)?;
     }
     Ok(())
+}
+
+/// Figures are SVG: refuse other extensions before any work is done.
+pub fn check_plot_path(p: &std::path::Path) -> Result<(), Failure> {
+    match p.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => Ok(()),
+        Some(e) if e.eq_ignore_ascii_case("png") => Err(Failure::input(
+            format!(
+                "cannot draw `{}`: PNG output is not built in yet",
+                p.display()
+            ),
+            "write an SVG file instead (for example --plot figure.svg) and convert it if needed",
+        )),
+        _ => Err(Failure::input(
+            format!("cannot draw `{}`: figures are written as SVG", p.display()),
+            "give a file name ending in .svg, for example --plot figure.svg",
+        )),
+    }
+}
+
+/// Species and observables of every trajectory, drawn with the fitting figures' code.
+fn plot_ensemble(
+    ensemble: &Ensemble,
+    compiled: &CompiledModel,
+    params: &[f64],
+) -> Result<String, Box<dyn std::error::Error>> {
+    let model = &compiled.model;
+    let (ns, no) = (model.species.len(), model.observables.len());
+    let names: Vec<String> = model
+        .species
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(model.observables.iter().map(|o| o.name.clone()))
+        .collect();
+    let nt = ensemble.times.len();
+    let mut values = vec![vec![vec![0.0; nt]; ensemble.trajectories]; ns + no];
+    let mut obs = vec![0.0; no];
+    for n in 0..ensemble.trajectories {
+        for (k, &t) in ensemble.times.iter().enumerate() {
+            let x = ensemble.state(n, k);
+            for i in 0..ns {
+                values[i][n][k] = x[i] as f64;
+            }
+            if no > 0 {
+                compiled.observables(x, params, t, &mut obs);
+                for j in 0..no {
+                    values[ns + j][n][k] = obs[j];
+                }
+            }
+        }
+    }
+    crate::driver::plot::trajectories_svg(&names, &ensemble.times, &values, ns)
 }

@@ -1,10 +1,380 @@
-//! Figures: data against the fitted model, and the loss curve (SVG, drawn with plotters).
+//! Figures (SVG, drawn with plotters): data against a fitted model with the loss curve, and the
+//! trajectories of `rxnc simulate --plot`. Snapshots are drawn as histograms, time courses as
+//! mean ± sd bands.
 
 use super::FitResult;
 use super::data::Data;
+use super::loss::mean_var;
+use plotters::prelude::*;
 
-/// Data against the fitted model (histograms for snapshots, mean ± sd for time courses) and the
-/// loss curve, as an SVG document. `pool[k][m]` holds simulated values at the fitted parameters.
-pub fn fit_svg(_data: &Data, _result: &FitResult, _pool: &[Vec<Vec<f64>>]) -> String {
-    String::new()
+const MODEL: RGBColor = RGBColor(31, 119, 180);
+const DATA: RGBColor = RGBColor(214, 39, 40);
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type Failed = Box<dyn std::error::Error + 'static>;
+
+fn err<E: std::fmt::Debug>(e: E) -> Failed {
+    format!("{e:?}").into()
+}
+
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 {
+        return (lo - 0.5, hi + 0.5);
+    }
+    let pad = 0.05 * (hi - lo);
+    (lo - pad, hi + pad)
+}
+
+/// Normalised histograms of two samples on shared bins (integer bins for counts).
+fn histogram(area: &Area, title: &str, series: &[(&str, RGBColor, &[f64])]) -> Result<(), Failed> {
+    let all = || series.iter().flat_map(|s| s.2.iter().copied());
+    let (lo, hi) = range(all());
+    let integer = all().all(|v| v.fract() == 0.0) && hi - lo <= 200.0;
+    let (start, width, bins) = if integer {
+        let start = lo.ceil() - 0.5;
+        (start, 1.0, ((hi - start).ceil() as usize).max(1))
+    } else {
+        (lo, (hi - lo) / 40.0, 40)
+    };
+    let density: Vec<Vec<f64>> = series
+        .iter()
+        .map(|(_, _, v)| {
+            let mut h = vec![0.0; bins];
+            for &x in v.iter() {
+                let b = (((x - start) / width) as usize).min(bins - 1);
+                h[b] += 1.0 / (v.len() as f64 * width);
+            }
+            h
+        })
+        .collect();
+    let top = density.iter().flatten().copied().fold(0.0, f64::max) * 1.1 + 1e-12;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(start..start + width * bins as f64, 0.0..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .y_desc("density")
+        .disable_mesh()
+        .draw()
+        .map_err(err)?;
+    for ((name, color, _), h) in series.iter().zip(&density) {
+        let color = *color;
+        chart
+            .draw_series(h.iter().enumerate().map(|(b, &d)| {
+                let x0 = start + b as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width, d)], color.mix(0.35).filled())
+            }))
+            .map_err(err)?
+            .label(*name)
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.mix(0.5).filled())
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// One curve with its ± band per series over `times`; `points` marks series drawn as points with
+/// error bars (data) instead of lines.
+struct Band<'a> {
+    name: &'a str,
+    color: RGBColor,
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+    points: bool,
+}
+
+fn bands(
+    area: &Area,
+    title: &str,
+    times: &[f64],
+    series: &[Band],
+    extra_lines: &[(RGBColor, Vec<f64>)],
+) -> Result<(), Failed> {
+    let (x0, x1) = range(times.iter().copied());
+    let (y0, y1) = range(
+        series
+            .iter()
+            .flat_map(|s| s.mean.iter().zip(&s.sd).flat_map(|(m, d)| [m - d, m + d]))
+            .chain(extra_lines.iter().flat_map(|l| l.1.iter().copied())),
+    );
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("time")
+        .disable_mesh()
+        .draw()
+        .map_err(err)?;
+    for (color, ys) in extra_lines {
+        chart
+            .draw_series(LineSeries::new(
+                times.iter().copied().zip(ys.iter().copied()),
+                color.mix(0.25).stroke_width(1),
+            ))
+            .map_err(err)?;
+    }
+    for s in series {
+        let color = s.color;
+        if s.points {
+            chart
+                .draw_series(times.iter().zip(&s.mean).zip(&s.sd).map(|((&t, &m), &d)| {
+                    PathElement::new(vec![(t, m - d), (t, m + d)], color.stroke_width(1))
+                }))
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    times
+                        .iter()
+                        .zip(&s.mean)
+                        .map(|(&t, &m)| Circle::new((t, m), 3, color.filled())),
+                )
+                .map_err(err)?
+                .label(s.name)
+                .legend(move |(x, y)| Circle::new((x + 5, y), 3, color.filled()));
+        } else {
+            let upper = times
+                .iter()
+                .zip(&s.mean)
+                .zip(&s.sd)
+                .map(|((&t, &m), &d)| (t, m + d));
+            let lower = times
+                .iter()
+                .zip(&s.mean)
+                .zip(&s.sd)
+                .rev()
+                .map(|((&t, &m), &d)| (t, m - d));
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    upper.chain(lower).collect::<Vec<_>>(),
+                    color.mix(0.2).filled(),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(LineSeries::new(
+                    times.iter().copied().zip(s.mean.iter().copied()),
+                    color.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label(s.name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2))
+                });
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+fn loss_curve(area: &Area, result: &FitResult) -> Result<(), Failed> {
+    let n = result.trace.len();
+    let (y0, y1) = range(result.trace.iter().map(|s| s.loss));
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("loss ({})", result.loss_kind.name()),
+            ("sans-serif", 16),
+        )
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..n.max(1) as f64, y0.max(0.0)..y1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("step (all restarts)")
+        .disable_mesh()
+        .draw()
+        .map_err(err)?;
+    for r in 0..result.restarts.len() {
+        let color = PALETTE[r % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(
+                result
+                    .trace
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.restart == r)
+                    .map(|(i, s)| (i as f64, s.loss)),
+                color.stroke_width(1),
+            ))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn grid(panels: usize) -> (usize, usize) {
+    let cols = panels.clamp(1, 3);
+    (panels.div_ceil(cols), cols)
+}
+
+/// Data against the fitted model and the loss curve, as an SVG document. `pool[k][m]` holds
+/// values simulated at the fitted parameters.
+pub fn fit_svg(data: &Data, result: &FitResult, pool: &[Vec<Vec<f64>>]) -> Result<String, Failed> {
+    let mut svg = String::new();
+    {
+        let panels = data.columns.len() + 1;
+        let (rows, cols) = grid(panels);
+        let root = SVGBackend::with_string(&mut svg, (420 * cols as u32, 320 * rows as u32))
+            .into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let areas = root.split_evenly((rows, cols));
+        for (m, name) in data.columns.iter().enumerate() {
+            match &data.times {
+                None => {
+                    let last = pool.len() - 1;
+                    histogram(
+                        &areas[m],
+                        name,
+                        &[
+                            ("data", DATA, &data.samples[0][m]),
+                            ("model", MODEL, &pool[last][m]),
+                        ],
+                    )?;
+                }
+                Some(times) => {
+                    let stats = |values: &dyn Fn(usize) -> Vec<f64>| -> (Vec<f64>, Vec<f64>) {
+                        (0..times.len())
+                            .map(|k| {
+                                let (mean, var) = mean_var(&values(k));
+                                (mean, var.sqrt())
+                            })
+                            .unzip()
+                    };
+                    let (dm, ds) = stats(&|k| data.samples[k][m].clone());
+                    let (mm, ms) = stats(&|k| pool[k][m].clone());
+                    bands(
+                        &areas[m],
+                        &format!("{name}: mean ± sd"),
+                        times,
+                        &[
+                            Band {
+                                name: "model",
+                                color: MODEL,
+                                mean: mm,
+                                sd: ms,
+                                points: false,
+                            },
+                            Band {
+                                name: "data",
+                                color: DATA,
+                                mean: dm,
+                                sd: ds,
+                                points: true,
+                            },
+                        ],
+                        &[],
+                    )?;
+                }
+            }
+        }
+        loss_curve(&areas[data.columns.len()], result)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// Trajectories as `rxnc simulate --plot` draws them: for each named series, up to 10 sample
+/// paths with the mean ± sd band over all trajectories, then the distribution at the last time of
+/// the first `in_histogram` series (species; observables may live on other scales).
+/// `values[m][n][k]` is series `m` of trajectory `n` at `times[k]`.
+pub fn trajectories_svg(
+    names: &[String],
+    times: &[f64],
+    values: &[Vec<Vec<f64>>],
+    in_histogram: usize,
+) -> Result<String, Failed> {
+    let mut svg = String::new();
+    {
+        let panels = names.len() + 1;
+        let (rows, cols) = grid(panels);
+        let root = SVGBackend::with_string(&mut svg, (420 * cols as u32, 320 * rows as u32))
+            .into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let areas = root.split_evenly((rows, cols));
+        for (m, name) in names.iter().enumerate() {
+            let color = PALETTE[m % PALETTE.len()];
+            let (mean, sd): (Vec<f64>, Vec<f64>) = (0..times.len())
+                .map(|k| {
+                    let col: Vec<f64> = values[m].iter().map(|tr| tr[k]).collect();
+                    let (mu, v) = mean_var(&col);
+                    (mu, v.sqrt())
+                })
+                .unzip();
+            let samples: Vec<(RGBColor, Vec<f64>)> = values[m]
+                .iter()
+                .take(10)
+                .map(|tr| (color, tr.clone()))
+                .collect();
+            bands(
+                &areas[m],
+                &format!("{name}: {} trajectories, mean ± sd", values[m].len()),
+                times,
+                &[Band {
+                    name: "mean ± sd",
+                    color,
+                    mean,
+                    sd,
+                    points: false,
+                }],
+                &samples,
+            )?;
+        }
+        let last = times.len().saturating_sub(1);
+        let finals: Vec<Vec<f64>> = values
+            .iter()
+            .map(|series| series.iter().map(|tr| tr[last]).collect())
+            .collect();
+        let series: Vec<(&str, RGBColor, &[f64])> = names
+            .iter()
+            .zip(&finals)
+            .take(in_histogram.max(1))
+            .enumerate()
+            .map(|(m, (n, v))| (n.as_str(), PALETTE[m % PALETTE.len()], v.as_slice()))
+            .collect();
+        histogram(
+            &areas[names.len()],
+            &format!(
+                "distribution at t = {}",
+                times.get(last).copied().unwrap_or(0.0)
+            ),
+            &series,
+        )?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
 }
