@@ -1,0 +1,556 @@
+//! `rxnc grad` run as a user would: the table, the JSON of the contract
+//! (/work/shared/rxn-core.md), every estimator, reproducibility, and every kind of bad input
+//! answered with exit status 1 and a diagnostic, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rxnc");
+
+const TELEGRAPH: &str = "examples/telegraph.rxn";
+
+/// Birth-death with a constant species `Y` and an observable.
+const BIRTH_DEATH: &str = "species X = 0, Y = 5
+param k = 10, g = 1
+const two = 2
+observable twice = two * X
+0 -> X @ k
+X -> 0 @ g
+";
+
+/// A fresh scratch directory for one test, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(test: &str) -> Scratch {
+    let dir = std::env::temp_dir().join(format!("rxnc-cli-grad-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Scratch(dir)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs rxnc from the crate root with plain diagnostics; checks that it neither panicked nor was
+/// killed and that the status is one of the contract's.
+fn rxnc(args: &[&str]) -> Run {
+    let out: Output = Command::new(BIN)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("rxnc runs");
+    let code = out
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("rxnc {args:?} was killed by a signal"));
+    let run = Run {
+        code,
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    };
+    assert_ne!(run.code, 101, "rxnc {args:?} panicked:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("panicked") && !run.stderr.contains("internal error"),
+        "rxnc {args:?}:\n{}",
+        run.stderr
+    );
+    assert!(
+        matches!(run.code, 0..=2),
+        "rxnc {args:?} exited with {}",
+        run.code
+    );
+    run
+}
+
+/// `rxnc grad FILE --objective OBJ --t-end T -n N` followed by `extra`.
+fn grad(file: &str, objective: &str, t_end: &str, n: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "grad",
+        file,
+        "--objective",
+        objective,
+        "--t-end",
+        t_end,
+        "-n",
+        n,
+    ];
+    args.extend_from_slice(extra);
+    rxnc(&args)
+}
+
+/// Exit status 1, nothing on standard output, and a diagnostic with a help line that mentions
+/// every one of `words`.
+fn assert_input_error(what: &str, r: &Run, words: &[&str]) {
+    assert_eq!(r.code, 1, "{what}: exit {}\n{}", r.code, r.stderr);
+    assert!(r.stdout.is_empty(), "{what}: stdout\n{}", r.stdout);
+    assert!(
+        r.stderr.contains("help:"),
+        "{what}: no help in\n{}",
+        r.stderr
+    );
+    for w in words {
+        assert!(r.stderr.contains(w), "{what}: no `{w}` in\n{}", r.stderr);
+    }
+}
+
+fn json(r: &Run) -> serde_json::Value {
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: not JSON:\n{}", r.stdout))
+}
+
+fn keys(v: &serde_json::Value) -> Vec<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// `{"estimate": finite number, "stderr": finite non-negative number}`, exactly.
+fn assert_estimate(what: &str, v: &serde_json::Value) {
+    assert_eq!(keys(v), ["estimate", "stderr"], "{what}: {v}");
+    let estimate = v["estimate"].as_f64();
+    let stderr = v["stderr"].as_f64();
+    assert!(estimate.is_some_and(f64::is_finite), "{what}: estimate {v}");
+    assert!(
+        stderr.is_some_and(|s| s.is_finite() && s >= 0.0),
+        "{what}: stderr {v}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+#[test]
+fn table_lists_every_parameter_in_declaration_order() {
+    let r = grad(TELEGRAPH, "mean(M)", "5", "40", &["--seed", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    let out = &r.stdout;
+    for word in [
+        "mean(M)",
+        "estimate",
+        "gs-st",
+        "40 trajectories",
+        "parameter",
+    ] {
+        assert!(out.contains(word), "no `{word}` in\n{out}");
+    }
+    // One row per free parameter, in declaration order; the constant kdeg has none.
+    let rows: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("parameter"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["kon", "koff", "ktx"], "{out}");
+    for row in rows {
+        // name, value, gradient, stderr: all numbers after the name.
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(fields.len(), 4, "{row}");
+        for f in &fields[1..] {
+            assert!(f.parse::<f64>().is_ok_and(f64::is_finite), "`{f}` in {row}");
+        }
+    }
+}
+
+#[test]
+fn json_has_exactly_the_contract_keys() {
+    let r = grad(
+        TELEGRAPH,
+        "(mean(M) - 3)^2 + var(M)",
+        "5",
+        "40",
+        &["--json"],
+    );
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+    assert!(r.stdout.ends_with('\n'));
+    let v = json(&r);
+    assert_eq!(
+        keys(&v),
+        ["objective", "gradient", "estimator", "trajectories"]
+    );
+    assert_estimate("objective", &v["objective"]);
+    assert_eq!(keys(&v["gradient"]), ["kon", "koff", "ktx"]);
+    for (name, g) in v["gradient"].as_object().unwrap() {
+        assert_estimate(name, g);
+    }
+    assert_eq!(v["estimator"], "gs-st", "the default estimator");
+    assert_eq!(v["trajectories"], 40);
+    assert!(v["trajectories"].is_u64());
+    // The order in the text itself, not only after parsing.
+    let at = |s: &str| r.stdout.find(s).unwrap_or_else(|| panic!("no {s}"));
+    assert!(at("\"kon\"") < at("\"koff\"") && at("\"koff\"") < at("\"ktx\""));
+}
+
+#[test]
+fn every_estimator_works() {
+    let dir = scratch("estimators");
+    let model = write(&dir, "bd.rxn", BIRTH_DEATH);
+    for name in ["gs-st", "score", "alt-path", "fd"] {
+        let r = grad(
+            &model,
+            "mean(X) + sd(twice)",
+            "2",
+            "50",
+            &["--estimator", name, "--json"],
+        );
+        let v = json(&r);
+        assert_eq!(v["estimator"], name);
+        assert_eq!(keys(&v["gradient"]), ["k", "g"], "{name}");
+        assert_estimate(name, &v["objective"]);
+        for (p, g) in v["gradient"].as_object().unwrap() {
+            assert_estimate(&format!("{name} d/d{p}"), g);
+        }
+        // The table too.
+        let r = grad(&model, "mean(X)", "2", "50", &["--estimator", name]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        assert!(r.stdout.contains(name), "{name}:\n{}", r.stdout);
+    }
+    // The estimators' own options.
+    for extra in [
+        ["--estimator", "gs-st", "--temperature", "0.5"],
+        ["--estimator", "fd", "--sigma", "0.1"],
+    ] {
+        let mut args = extra.to_vec();
+        args.push("--json");
+        let r = grad(&model, "mean(X)", "2", "50", &args);
+        assert_eq!(json(&r)["estimator"], extra[1]);
+    }
+}
+
+#[test]
+fn same_seed_same_json_whatever_the_threads() {
+    let dir = scratch("seed");
+    let model = write(&dir, "bd.rxn", BIRTH_DEATH);
+    for name in ["gs-st", "score", "alt-path", "fd"] {
+        let run = |seed: &str, threads: &str| {
+            let r = grad(
+                &model,
+                "var(X)",
+                "2",
+                "60",
+                &[
+                    "--estimator",
+                    name,
+                    "--seed",
+                    seed,
+                    "--threads",
+                    threads,
+                    "--json",
+                ],
+            );
+            assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+            r.stdout
+        };
+        let first = run("42", "1");
+        assert_eq!(first, run("42", "1"), "{name}: same seed, same threads");
+        assert_eq!(first, run("42", "2"), "{name}: same seed, 2 threads");
+        assert_ne!(first, run("43", "1"), "{name}: another seed");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: exit 1 with a diagnostic
+
+/// Objectives that do not resolve: the rendered diagnostics are snapshots.
+#[test]
+fn bad_objectives_are_diagnosed() {
+    let cases = [
+        // (snapshot, objective, words the diagnostic must contain)
+        (
+            "objective_unknown_species",
+            "mean(Gonn)",
+            vec!["Gonn", "Gon"],
+        ),
+        ("objective_unknown_name", "mean(Q) - 1", vec!["`Q`"]),
+        ("objective_bare_species", "M", vec!["mean(M)"]),
+        (
+            "objective_bare_species_in_sum",
+            "mean(M) + M",
+            vec!["mean(M)"],
+        ),
+        ("objective_bare_parameter", "mean(M) * kon", vec!["kon"]),
+        ("objective_bare_unknown_name", "mean(M) * k", vec!["`k`"]),
+        (
+            "objective_unknown_function",
+            "median(M)",
+            vec!["median", "mean"],
+        ),
+        (
+            "objective_unknown_function_inside",
+            "mean(foo(M))",
+            vec!["foo"],
+        ),
+        (
+            "objective_nested_statistics",
+            "mean(var(M))",
+            vec!["nested"],
+        ),
+        ("objective_arity", "mean(M, Gon)", vec!["mean"]),
+        ("objective_arity_outer", "exp(mean(M), 2)", vec!["exp"]),
+        ("objective_constant", "3", vec!["mean(x)"]),
+        ("objective_unclosed", "mean(M", vec!["("]),
+        ("objective_dangling_operator", "mean(M) +", vec!["+"]),
+        ("objective_two_lines", "mean(M)\nvar(M)", vec!["objective"]),
+        ("objective_empty", "", vec!["empty"]),
+        ("objective_blank", "   ", vec!["empty"]),
+    ];
+    for (name, objective, words) in cases {
+        let r = grad(TELEGRAPH, objective, "5", "10", &[]);
+        assert_input_error(name, &r, &words);
+        assert!(
+            r.stderr.contains("--objective"),
+            "{name}: the diagnostic does not say it is about the objective:\n{}",
+            r.stderr
+        );
+        insta::assert_snapshot!(name, r.stderr);
+    }
+}
+
+#[test]
+fn bad_options_are_input_errors() {
+    let dir = scratch("options");
+    let bd = write(&dir, "bd.rxn", BIRTH_DEATH);
+    let consts = write(
+        &dir,
+        "consts.rxn",
+        "species X = 0\nconst k = 10, g = 1\n0 -> X @ k\nX -> 0 @ g\n",
+    );
+    let missing = dir.join("missing.rxn");
+    let missing = missing.to_str().unwrap();
+    let broken = write(&dir, "broken.rxn", "species X\nparam k = 1\nX -> Y @ k\n");
+    let cases: Vec<(&str, Run, Vec<&str>)> = vec![
+        (
+            "t-end 0",
+            grad(&bd, "mean(X)", "0", "10", &[]),
+            vec!["--t-end", "positive"],
+        ),
+        (
+            "t-end negative",
+            grad(&bd, "mean(X)", "-1", "10", &[]),
+            vec!["--t-end", "-1"],
+        ),
+        (
+            "t-end NaN",
+            grad(&bd, "mean(X)", "nan", "10", &[]),
+            vec!["--t-end"],
+        ),
+        (
+            "t-end infinite",
+            grad(&bd, "mean(X)", "inf", "10", &[]),
+            vec!["--t-end"],
+        ),
+        (
+            "-n 0",
+            grad(&bd, "mean(X)", "1", "0", &[]),
+            vec!["-n", "at least 2"],
+        ),
+        (
+            "-n 1",
+            grad(&bd, "mean(X)", "1", "1", &[]),
+            vec!["-n", "at least 2"],
+        ),
+        (
+            "unknown estimator",
+            grad(&bd, "mean(X)", "1", "10", &["--estimator", "reinforce"]),
+            vec!["reinforce", "gs-st, score, alt-path, fd"],
+        ),
+        (
+            "temperature 0",
+            grad(&bd, "mean(X)", "1", "10", &["--temperature", "0"]),
+            vec!["temperature", "positive"],
+        ),
+        (
+            "temperature negative",
+            grad(&bd, "mean(X)", "1", "10", &["--temperature", "-1"]),
+            vec!["temperature", "-1"],
+        ),
+        (
+            "sigma 0",
+            grad(
+                &bd,
+                "mean(X)",
+                "1",
+                "10",
+                &["--estimator", "fd", "--sigma", "0"],
+            ),
+            vec!["smoothing width", "positive"],
+        ),
+        (
+            "sigma NaN",
+            grad(
+                &bd,
+                "mean(X)",
+                "1",
+                "10",
+                &["--estimator", "fd", "--sigma", "nan"],
+            ),
+            vec!["smoothing width"],
+        ),
+        (
+            "threads 0",
+            grad(&bd, "mean(X)", "1", "10", &["--threads", "0"]),
+            vec!["--threads"],
+        ),
+        (
+            "missing model file",
+            grad(missing, "mean(X)", "1", "10", &[]),
+            vec!["cannot read", "missing.rxn"],
+        ),
+        (
+            "broken model file",
+            grad(&broken, "mean(X)", "1", "10", &[]),
+            vec!["broken.rxn:3", "Y"],
+        ),
+        (
+            "no free parameters",
+            grad(&consts, "mean(X)", "1", "10", &[]),
+            vec!["no free parameters", "param"],
+        ),
+        (
+            "event limit",
+            grad(&bd, "mean(X)", "1", "10", &["--max-events", "5"]),
+            vec!["limit of 5 events"],
+        ),
+    ];
+    for (what, r, words) in &cases {
+        assert_input_error(what, r, words);
+    }
+    // Usage errors (clap's own messages, without a help line), also 1.
+    let usage = [
+        (
+            "t-end not a number",
+            grad(&bd, "mean(X)", "soon", "10", &[]),
+            "soon",
+        ),
+        ("-n negative", grad(&bd, "mean(X)", "1", "-3", &[]), "-3"),
+        (
+            "-n fractional",
+            grad(&bd, "mean(X)", "1", "2.5", &[]),
+            "2.5",
+        ),
+        (
+            "no --objective",
+            rxnc(&["grad", &bd, "--t-end", "1", "-n", "10"]),
+            "--objective",
+        ),
+        (
+            "no --t-end",
+            rxnc(&["grad", &bd, "--objective", "mean(X)", "-n", "10"]),
+            "--t-end",
+        ),
+        (
+            "no -n",
+            rxnc(&["grad", &bd, "--objective", "mean(X)", "--t-end", "1"]),
+            "--trajectories",
+        ),
+    ];
+    for (what, r, word) in usage {
+        assert_eq!(r.code, 1, "{what}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{what}: {}", r.stdout);
+        assert!(
+            r.stderr.contains(word),
+            "{what}: no {word} in\n{}",
+            r.stderr
+        );
+    }
+}
+
+/// An objective whose value or gradient is not finite fails with exit 1 and says which estimator.
+#[test]
+fn non_finite_estimates_name_the_estimator() {
+    let dir = scratch("non-finite");
+    let bd = write(&dir, "bd.rxn", BIRTH_DEATH);
+    for name in ["gs-st", "score", "alt-path", "fd"] {
+        for objective in [
+            "log(mean(X) - mean(X))",
+            "mean(X) / (mean(X) - mean(X))",
+            // The constant species has sd 0, where sd is not differentiable.
+            "sd(Y)",
+        ] {
+            let r = grad(&bd, objective, "1", "20", &["--estimator", name]);
+            assert_input_error(
+                &format!("{name} {objective}"),
+                &r,
+                &[&format!("the {name} estimate is not finite")],
+            );
+        }
+    }
+}
+
+/// Statistics of observables, parameters and time inside a statistic, and `t` at the horizon.
+#[test]
+fn objectives_over_observables_parameters_and_time() {
+    let dir = scratch("leaves");
+    let bd = write(&dir, "bd.rxn", BIRTH_DEATH);
+    for objective in [
+        "mean(twice)",
+        "mean(k * X) / 10",
+        "mean(X + t) - mean(t)",
+        "var(twice) / 4",
+    ] {
+        let r = grad(
+            &bd,
+            objective,
+            "2",
+            "50",
+            &["--estimator", "score", "--json"],
+        );
+        let v = json(&r);
+        assert_estimate(objective, &v["objective"]);
+    }
+    // With k = 10, mean(k X)/10 = mean(X) on the same paths, and its derivative adds the direct
+    // term: d/dk = d mean(X)/dk + mean(X)/10, d/dg = d mean(X)/dg.
+    let get = |objective: &str| {
+        let r = grad(
+            &bd,
+            objective,
+            "2",
+            "50",
+            &["--estimator", "score", "--json"],
+        );
+        let v = json(&r);
+        let f = |p: &[&str]| p.iter().fold(&v, |v, k| &v[*k]).as_f64().unwrap();
+        (
+            f(&["objective", "estimate"]),
+            f(&["gradient", "k", "estimate"]),
+            f(&["gradient", "g", "estimate"]),
+        )
+    };
+    let (m, dk, dg) = get("mean(X)");
+    let (m2, dk2, dg2) = get("mean(k * X) / 10");
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(1.0);
+    assert!(close(m, m2), "{m} vs {m2}");
+    assert!(close(dk + m / 10.0, dk2), "d/dk: {dk} + {m}/10 vs {dk2}");
+    assert!(close(dg, dg2), "d/dg: {dg} vs {dg2}");
+}
