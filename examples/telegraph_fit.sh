@@ -7,4 +7,4 @@ RXNC=${RXNC:-rxnc}
 cd "$(dirname "$0")"
 $RXNC simulate telegraph.rxn --t-end 50 --every 50 -n 3000 --seed 2024 |
     awk -F, 'NR == 1 { print "M" } NR > 1 && $2 == 50 { print $5 }' > telegraph_fit.csv
-$RXNC run telegraph_fit.rxn --fit telegraph_fit.csv --seed 1 --out telegraph_fit.json
+$RXNC run telegraph_fit.rxn --fit telegraph_fit.csv -n 3000 --steps 500 --seed 1 --out telegraph_fit.json --plot telegraph_fit.svg

@@ -338,6 +338,10 @@ pub fn fit(
                 }
                 match *tr {
                     Transform::Log => tr.inverse(v * 10f64.powf(start_rng.random_range(-1.0..1.0))),
+                    // Log-uniform inside positive bounds (rates), uniform otherwise.
+                    Transform::Logit(lo, hi) if lo > 0.0 => {
+                        tr.inverse(start_rng.random_range(lo.ln()..hi.ln()).exp())
+                    }
                     Transform::Logit(lo, hi) => tr.inverse(start_rng.random_range(lo..hi)),
                 }
             })
@@ -350,11 +354,15 @@ pub fn fit(
         let mut stopped = "steps";
         let mut taken = 0;
         for s in 0..options.steps {
-            let params: Vec<f64> = transforms
-                .iter()
-                .zip(&u)
-                .map(|(t, &v)| t.forward(v))
-                .collect();
+            let params: Vec<f64> = if r == 0 && s == 0 {
+                initial.clone()
+            } else {
+                transforms
+                    .iter()
+                    .zip(&u)
+                    .map(|(t, &v)| t.forward(v))
+                    .collect()
+            };
             let times = observation_times(model, data, options, &params);
             let seed = step_seed(options.seed, r, s);
             let grad_options = GradOptions {
