@@ -385,3 +385,64 @@ fn cli_run_exit_codes() {
     assert_eq!(code, Some(0), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn cli_run_non_finite_column_is_a_diagnostic_and_keeps_the_best_parameters() {
+    let dir = scratch("diverge");
+    std::fs::write(
+        dir.join("m.rxn"),
+        "species X = 0\nparam k = 2\nconst g = 1\nobservable inv = 1 / X\n0 -> X @ k\nX -> 0 @ g\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("d.csv"), "inv\n0.5\n0.25\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "m.rxn", "--fit", "d.csv", "-n", "50", "--steps", "5"])
+        .args(["--out", "fit.json"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("column `inv` evaluates to inf"), "{err}");
+    assert!(err.contains("help:"), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit.json")).unwrap()).unwrap();
+    assert_eq!(json["parameters"]["k"], 2.0);
+    assert!(json["diverged"].is_string());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn cli_plots_are_svg() {
+    let dir = scratch("plot");
+    std::fs::write(dir.join("m.rxn"), BIRTH_DEATH).unwrap();
+    std::fs::write(dir.join("d.csv"), "time,X\n1,5\n1,7\n2,8\n2,9\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[
+        "run", "m.rxn", "--fit", "d.csv", "-n", "20", "--steps", "3", "--plot", "fit.svg",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run(&[
+        "simulate", "m.rxn", "--t-end", "5", "-n", "20", "--plot", "sim.svg",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    for f in ["fit.svg", "sim.svg"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        assert!(text.starts_with("<svg") && text.contains("</svg>"), "{f}");
+    }
+    let (code, err) = run(&["simulate", "m.rxn", "--t-end", "5", "--plot", "sim.png"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("PNG"), "{err}");
+    assert!(!dir.join("sim.png").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

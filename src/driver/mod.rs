@@ -395,6 +395,26 @@ pub fn fit(
                     col.extend((0..tracked.len()).map(|n| tracked.value(n, k, m)));
                 }
             }
+            let bad = pool.iter().enumerate().find_map(|(k, group)| {
+                group
+                    .iter()
+                    .enumerate()
+                    .find_map(|(m, col)| col.iter().find(|v| !v.is_finite()).map(|v| (k, m, *v)))
+            });
+            if let Some((k, m, v)) = bad {
+                return Err(FitError::Diverged {
+                    what: format!(
+                        "column `{}` evaluates to {v} in a simulated trajectory at t = {} (step {} of restart {}, parameters {:?}); an observable divides by zero or takes the log of 0",
+                        data.columns[m],
+                        times[k],
+                        s + 1,
+                        r + 1,
+                        params
+                    ),
+                    trace,
+                    best: best_seen.1,
+                });
+            }
             let l = loss::value_and_gradient(
                 data,
                 options.loss,
