@@ -767,7 +767,6 @@ fn falling_factorial_slopes_at_small_counts() {
 /// free Hill coefficient whenever P = 0 (typically at t = 0), and with it every estimator that
 /// reads ∂a/∂θ (score, alt-path, gs-st).
 #[test]
-#[ignore = "bug in src/ir/derive.rs (0^n ln 0 = NaN); see the report of this test's author"]
 fn parameter_exponent_at_zero_base_has_zero_derivative() {
     let c =
         compile("species P, Q = 1\nparam n = 2, a = 1.5\n0 -> P @= hill(P, 3, n)\n0 -> Q @= P^a\n");
@@ -778,11 +777,10 @@ fn parameter_exponent_at_zero_base_has_zero_derivative() {
 }
 
 /// `min(a, b)` picks one argument, so its derivative is that argument's, exactly. `ir::derive`
-/// writes it as `(a' + b' - sign(a - b) (a' - b')) / 2`, which loses the selected derivative when
+/// used to write it as `(a' + b' - sign(a - b) (a' - b')) / 2`, which loses the selected derivative when
 /// the other is much larger: here `min(t + A, A^A)` at A = 14 selects `t + A` (slope 1) but the
 /// slope of `A^A` is 1e17, and the kernel returns 0.
 #[test]
-#[ignore = "bug in src/ir/derive.rs (min/max derivative cancels); see the report of this test's author"]
 fn min_max_derivative_does_not_cancel() {
     let c = compile("species A\nparam k = 1\n0 -> A @= k * min(t + A, A^A)\n");
     let b = call_partials(&c, &[14], &[1.0], 0.0);
@@ -791,12 +789,11 @@ fn min_max_derivative_does_not_cancel() {
     assert_eq!(b.dadt[0], 1.0, "d/dt");
 }
 
-/// `(a/b)' = a'/b - a b'/b^2` overflows in `b^2` when |b| > 1e154 (underflows when |b| < 1e-154)
+/// The textbook `(a/b)' = a'/b - a b'/b^2` (which `ir::derive` used) overflows in `b^2` when |b| > 1e154 (underflows when |b| < 1e-154)
 /// although the derivative is finite, and the kernel then returns a wrong finite value: here `hillr(4^t, 1, 4)` =
 /// 1/(1 + 4^(4t)) at t = 78, whose log has slope -4 ln 4 ≈ -5.545, but the kernel says -0.
 /// (Hill functions of large counts with large coefficients reach such denominators.)
 #[test]
-#[ignore = "bug in src/ir/derive.rs (quotient rule squares the denominator); see the report of this test's author"]
 fn quotient_derivative_does_not_overflow() {
     let c = compile("species A = 1\nparam k = 1\n0 -> A @= k * -log(hillr(4^t, A, 4))\n");
     let b = call_partials(&c, &[1], &[1.0], 78.0);
@@ -811,7 +808,6 @@ fn quotient_derivative_does_not_overflow() {
 /// The same square underflows for tiny denominators: hillr(0, K, 4) = 1 for every K > 0, so
 /// d/dk = 0, but with K^4 ≈ 1e-159 the square is subnormal and the kernel returns a non-zero slope.
 #[test]
-#[ignore = "bug in src/ir/derive.rs (quotient rule squares the denominator); see the report of this test's author"]
 fn quotient_derivative_does_not_underflow() {
     let c =
         compile("species A\nparam k = 3.24\n0 -> A @= hillr(A, hill(0.49, k^4, 4) / 1e30, 4)\n");

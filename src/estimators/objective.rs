@@ -232,7 +232,9 @@ fn eval(e: &ObjectiveExpr, m: &[LeafMoments]) -> Dual {
                         v[1].clone()
                     }
                 }
-                Func::Hill | Func::Hillr | Func::Sign => unreachable!("rejected when resolving"),
+                Func::Hill | Func::Hillr | Func::Sign | Func::Xlogy => {
+                    unreachable!("rejected when resolving")
+                }
             }
         }
     }

@@ -108,8 +108,14 @@ pub fn derive(e: &Expr, v: Var) -> Expr {
                 BinOp::Add => add(da, db),
                 BinOp::Sub => sub(da, db),
                 BinOp::Mul => add(mul(da, b), mul(a, db)),
-                // (a/b)' = a'/b - a b' / b^2
-                BinOp::Div => sub(div(da, b.clone()), div(mul(a, db), pow(b, Expr::Num(2.0)))),
+                // (a/b)' = (a' - (a/b) b') / b: never squares b, which would overflow or underflow.
+                BinOp::Div => {
+                    if is_zero(&db) {
+                        div(da, b)
+                    } else {
+                        div(sub(da, mul(div(a, b.clone()), db)), b)
+                    }
+                }
                 BinOp::Pow => derive_pow(a, b, da, db),
             }
         }
@@ -154,7 +160,8 @@ fn derive_pow(a: Expr, b: Expr, da: Expr, db: Expr) -> Expr {
     let exponent_term = if is_zero(&db) {
         Expr::Num(0.0)
     } else {
-        mul(mul(pow(a.clone(), b), call(Func::Log, vec![a])), db)
+        // a^b ln(a) b', written xlogy(a^b, a) so that a zero base gives 0, not 0 × (-inf).
+        mul(call(Func::Xlogy, vec![pow(a.clone(), b), a]), db)
     };
     add(base_term, exponent_term)
 }
@@ -174,16 +181,19 @@ fn derive_call(f: Func, args: &[Expr], v: Var) -> Expr {
         ),
         Func::Abs => mul(call(Func::Sign, vec![a(0)]), d[0].clone()),
         Func::Min | Func::Max => {
-            // min(a,b) = (a + b - |a - b|)/2 and max(a,b) = (a + b + |a - b|)/2.
-            let s = call(Func::Sign, vec![sub(a(0), a(1))]);
-            let spread = mul(s, sub(d[0].clone(), d[1].clone()));
-            let sum = add(d[0].clone(), d[1].clone());
-            let twice = if f == Func::Min {
-                sub(sum, spread)
+            // With s = sign(a - b): min' = ((1 - s) a' + (1 + s) b')/2 and
+            // max' = ((1 + s) a' + (1 - s) b')/2, exact on either side (no cancellation between
+            // the branches) and the average of the two at ties.
+            let s = || call(Func::Sign, vec![sub(a(0), a(1))]);
+            let (wa, wb) = if f == Func::Min {
+                (sub(Expr::Num(1.0), s()), add(Expr::Num(1.0), s()))
             } else {
-                add(sum, spread)
+                (add(Expr::Num(1.0), s()), sub(Expr::Num(1.0), s()))
             };
-            div(twice, Expr::Num(2.0))
+            div(
+                add(mul(wa, d[0].clone()), mul(wb, d[1].clone())),
+                Expr::Num(2.0),
+            )
         }
         Func::Pow => derive_pow(a(0), a(1), d[0].clone(), d[1].clone()),
         Func::Hill | Func::Hillr => {
@@ -203,6 +213,12 @@ fn derive_call(f: Func, args: &[Expr], v: Var) -> Expr {
             derive(&expanded, v)
         }
         Func::Sign => Expr::Num(0.0),
+        // Only the derivative of a constant exponent's power needs xlogy's derivative, which
+        // never arises: derivatives are taken once.
+        Func::Xlogy => add(
+            mul(call(Func::Log, vec![a(1)]), d[0].clone()),
+            mul(div(a(0), a(1)), d[1].clone()),
+        ),
     }
 }
 

@@ -5,7 +5,7 @@
 //! and design change them between runs; everything else is fixed at lowering.
 
 pub mod derive;
-mod display;
+pub mod display;
 mod lower;
 
 pub use derive::{Var, derive, is_zero};
@@ -36,6 +36,8 @@ pub enum Func {
     Hillr,
     /// The sign of `x` (-1, 0 or 1): appears only in derivatives, not in the language.
     Sign,
+    /// `xlogy(u, a) = u ln(a)`, and 0 when `u` is 0: appears only in derivatives of powers.
+    Xlogy,
 }
 
 impl Func {
@@ -60,11 +62,14 @@ impl Func {
     }
     /// The name as written in `.rxn` files.
     pub fn name(self) -> &'static str {
-        Func::ALL
-            .iter()
-            .find(|(f, _, _)| *f == self)
-            .map(|(_, n, _)| *n)
-            .unwrap_or("?")
+        match self {
+            Func::Sign => "sign",
+            Func::Xlogy => "xlogy",
+            _ => Func::ALL
+                .iter()
+                .find(|(f, _, _)| *f == self)
+                .map_or("?", |(_, n, _)| *n),
+        }
     }
 }
 
@@ -236,6 +241,8 @@ pub fn apply(f: Func, v: &[f64]) -> f64 {
         Func::Hillr => hillr(v[0], v[1], v[2]),
         Func::Sign if v[0].is_nan() => f64::NAN,
         Func::Sign => (v[0] > 0.0) as i32 as f64 - (v[0] < 0.0) as i32 as f64,
+        Func::Xlogy if v[0] == 0.0 => 0.0,
+        Func::Xlogy => v[0] * v[1].ln(),
     }
 }
 

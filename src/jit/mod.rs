@@ -777,6 +777,13 @@ impl Emitter<'_, '_> {
                     Func::Abs => self.b.ins().fabs(v[0]),
                     Func::Min => self.b.ins().fmin(v[0], v[1]),
                     Func::Max => self.b.ins().fmax(v[0], v[1]),
+                    Func::Xlogy => {
+                        let log = self.call(self.log, &[v[1]]);
+                        let product = self.b.ins().fmul(v[0], log);
+                        let zero = self.b.ins().f64const(0.0);
+                        let is_zero = self.b.ins().fcmp(FloatCC::Equal, v[0], zero);
+                        self.b.ins().select(is_zero, zero, product)
+                    }
                     Func::Sign => {
                         let zero = self.b.ins().f64const(0.0);
                         let one = self.b.ins().f64const(1.0);
