@@ -446,3 +446,29 @@ fn cli_plots_are_svg() {
     assert!(!dir.join("sim.png").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn bootstrap_refits_synthetic_data() {
+    let m = model("species X = 0\nparam k = 10\nconst g = 1\n0 -> X @ k\nX -> 0 @ g\n");
+    let compiled = CompiledModel::new(&m.ir).unwrap();
+    let d = data::parse("d.csv", &poisson_data(10.0, 200), &m.ir).unwrap();
+    let options = FitOptions {
+        steps: 40,
+        trajectories: 200,
+        tracked: 200,
+        estimator: Estimator::Score,
+        loss: LossKind::Mean,
+        lr: 0.05,
+        seed: 9,
+        t_end: None,
+        restarts: 1,
+        max_events: 1_000_000,
+    };
+    let refits = driver::bootstrap(&compiled, &d, &options, &[10.0], 3, &mut |_, _| {}).unwrap();
+    assert_eq!(refits.len(), 3);
+    for r in &refits {
+        // The sd of the mean of 200 Poisson(10) counts is 0.22: refits stay near 10, and differ.
+        assert!((r[0] - 10.0).abs() < 1.5, "{r:?}");
+    }
+    assert!(refits[0] != refits[1]);
+}

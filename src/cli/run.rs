@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// Independent starts: the file's values, then random points inside bounds.
     #[arg(long, value_name = "K", default_value_t = 1)]
     restarts: usize,
+    /// Parametric bootstrap: refit B data sets simulated at the fitted values and report the sd
+    /// of the refitted values as ± (B refits: B times the cost of the fit) [default: 0, off].
+    #[arg(long, value_name = "B", default_value_t = 0)]
+    bootstrap: usize,
     /// Seed of everything random.
     #[arg(long, value_name = "S", default_value_t = 0)]
     seed: u64,
@@ -270,6 +274,52 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let result = driver::fit(&compiled, &data, &options, &mut progress);
     bar.finish_and_clear();
     let result = match result {
+        Ok(mut r) if args.bootstrap >= 2 => {
+            let bar = if std::io::stderr().is_terminal() {
+                let bar = ProgressBar::with_draw_target(
+                    Some(args.bootstrap as u64),
+                    ProgressDrawTarget::stderr(),
+                );
+                if let Ok(s) = ProgressStyle::with_template(
+                    "{elapsed_precise} bootstrap [{bar:30}] {pos}/{len} {msg}",
+                ) {
+                    bar.set_style(s.progress_chars("=> "));
+                }
+                bar
+            } else {
+                ProgressBar::hidden()
+            };
+            let refits = driver::bootstrap(
+                &compiled,
+                &data,
+                &options,
+                &r.params,
+                args.bootstrap,
+                &mut |b, s| {
+                    bar.set_position(b as u64);
+                    bar.set_message(format!("step {} loss {:.4}", s.step + 1, s.loss));
+                },
+            );
+            bar.finish_and_clear();
+            match refits {
+                Ok(refits) => {
+                    r.uncertainty = (0..r.params.len())
+                        .map(|q| {
+                            let v: Vec<f64> = refits.iter().map(|p| p[q]).collect();
+                            driver::loss::mean_var(&v).1.sqrt()
+                        })
+                        .collect();
+                    r.uncertainty_method =
+                        "sd of the refits in a parametric bootstrap (--bootstrap)";
+                    r.bootstrap = refits;
+                    Ok(r)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
+    let result = match result {
         Ok(r) => r,
         Err(FitError::Simulation(e)) => return Err(sim_failure(&model, e)),
         Err(FitError::Options(m)) => return Err(Failure::input(m, "see rxnc run --help")),
@@ -395,6 +445,7 @@ fn fit_json(r: &FitResult, o: &FitOptions, data: &data::Data) -> serde_json::Val
             "steps": x.steps,
             "stopped": x.stopped,
         })).collect::<Vec<_>>(),
+        "bootstrap": r.bootstrap.iter().map(|p| named(&r.names, p)).collect::<Vec<_>>(),
         "events": r.events,
         "trace": trace_json(&r.names, &r.trace),
     })

@@ -95,6 +95,9 @@ pub struct FitResult {
     pub times: Vec<f64>,
     /// Simulated events in all.
     pub events: u64,
+    /// Refitted parameters of a parametric bootstrap, if one was run (filled by the caller of
+    /// [`bootstrap`]).
+    pub bootstrap: Vec<Vec<f64>>,
 }
 
 /// A fit failed.
@@ -287,11 +290,29 @@ pub fn evaluate(
     ))
 }
 
-/// Fits the model's free parameters to the data. `progress` is called after every step.
+/// Fits the model's free parameters to the data, starting from the values in the model file.
+/// `progress` is called after every step.
 pub fn fit(
     compiled: &CompiledModel,
     data: &Data,
     options: &FitOptions,
+    progress: &mut dyn FnMut(&Step),
+) -> Result<FitResult, FitError> {
+    fit_from(
+        compiled,
+        data,
+        options,
+        &compiled.model.param_values(),
+        progress,
+    )
+}
+
+/// Like [`fit`], with the first restart starting at `initial`.
+pub fn fit_from(
+    compiled: &CompiledModel,
+    data: &Data,
+    options: &FitOptions,
+    initial: &[f64],
     progress: &mut dyn FnMut(&Step),
 ) -> Result<FitResult, FitError> {
     let model = &compiled.model;
@@ -320,7 +341,14 @@ pub fn fit(
         ));
     }
     let transforms: Vec<Transform> = model.params.iter().map(Transform::of).collect();
-    let initial = model.param_values();
+    if initial.len() != model.params.len() {
+        return Err(FitError::Options(format!(
+            "expected {} initial values, got {}",
+            model.params.len(),
+            initial.len()
+        )));
+    }
+    let initial = initial.to_vec();
     let scales = loss::column_scales(data);
     let mut trace = Vec::new();
     let mut restarts = Vec::new();
@@ -574,5 +602,53 @@ pub fn fit(
         loss_kind: options.loss,
         times,
         events,
+        bootstrap: Vec::new(),
     })
+}
+
+/// A parametric bootstrap of a fit: `replicates` synthetic data sets of the same shape as `data`
+/// (rows per time; at a time course's several times, each synthetic trajectory gives one row per
+/// time, as a real trajectory would) are simulated at `fitted` and refitted from `fitted` with one
+/// restart each. Returns the refitted parameters of every replicate. `progress` gets the
+/// replicate index with every step.
+pub fn bootstrap(
+    compiled: &CompiledModel,
+    data: &Data,
+    options: &FitOptions,
+    fitted: &[f64],
+    replicates: usize,
+    progress: &mut dyn FnMut(usize, &Step),
+) -> Result<Vec<Vec<f64>>, FitError> {
+    let times = observation_times(&compiled.model, data, options, fitted);
+    let rows = data.samples.iter().map(|g| g[0].len()).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(replicates);
+    for b in 0..replicates {
+        let seed = splitmix64(options.seed ^ splitmix64(0xB007 + b as u64));
+        let pool = forward_samples(
+            compiled,
+            fitted,
+            &data.leaves,
+            &times,
+            seed,
+            options.max_events,
+            0..rows,
+        )?;
+        let mut synthetic = data.clone();
+        for (k, group) in synthetic.samples.iter_mut().enumerate() {
+            for (m, col) in group.iter_mut().enumerate() {
+                let n = col.len();
+                *col = pool[k][m][..n].to_vec();
+            }
+        }
+        let refit_options = FitOptions {
+            restarts: 1,
+            seed: splitmix64(seed),
+            ..options.clone()
+        };
+        let r = fit_from(compiled, &synthetic, &refit_options, fitted, &mut |s| {
+            progress(b, s)
+        })?;
+        out.push(r.params);
+    }
+    Ok(out)
 }
