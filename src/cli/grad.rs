@@ -26,22 +26,12 @@ pub struct GradArgs {
     /// alt-path (alternative paths), fd (smoothed finite differences).
     #[arg(long, value_name = "E", default_value = "gs-st")]
     estimator: String,
-    /// Softmax temperature of gs-st.
-    #[arg(
-        long,
-        value_name = "TAU",
-        default_value_t = 1.0,
-        allow_hyphen_values = true
-    )]
-    temperature: f64,
-    /// Smoothing width of fd (relative; in log space for positive rates).
-    #[arg(
-        long,
-        value_name = "SIGMA",
-        default_value_t = 0.05,
-        allow_hyphen_values = true
-    )]
-    sigma: f64,
+    /// Softmax temperature of gs-st [default: 1].
+    #[arg(long, value_name = "TAU", allow_hyphen_values = true)]
+    temperature: Option<f64>,
+    /// Smoothing width of fd (relative; in log space for positive rates) [default: 0.05].
+    #[arg(long, value_name = "SIGMA", allow_hyphen_values = true)]
+    sigma: Option<f64>,
     /// Seed of the random streams.
     #[arg(long, value_name = "S", default_value_t = 0)]
     seed: u64,
@@ -59,11 +49,13 @@ pub struct GradArgs {
 pub fn run(args: GradArgs) -> Result<(), Failure> {
     let estimator = match args.estimator.as_str() {
         "gs-st" => Estimator::GsSt {
-            temperature: args.temperature,
+            temperature: args.temperature.unwrap_or(1.0),
         },
         "score" => Estimator::Score,
         "alt-path" => Estimator::AltPath,
-        "fd" => Estimator::Fd { sigma: args.sigma },
+        "fd" => Estimator::Fd {
+            sigma: args.sigma.unwrap_or(0.05),
+        },
         other => {
             return Err(Failure::input(
                 format!("unknown estimator `{other}`"),
@@ -71,6 +63,22 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
             ));
         }
     };
+    // An option of another estimator would be silently ignored: say so instead.
+    if args.temperature.is_some() && !matches!(estimator, Estimator::GsSt { .. }) {
+        return Err(Failure::input(
+            format!(
+                "--temperature applies to gs-st, not to {}",
+                estimator.name()
+            ),
+            "remove --temperature, or choose --estimator gs-st",
+        ));
+    }
+    if args.sigma.is_some() && !matches!(estimator, Estimator::Fd { .. }) {
+        return Err(Failure::input(
+            format!("--sigma applies to fd, not to {}", estimator.name()),
+            "remove --sigma, or choose --estimator fd",
+        ));
+    }
     let model = Model::load(&args.file)?;
     if model.ir.params.is_empty() {
         return Err(Failure::input(
