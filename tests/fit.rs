@@ -379,6 +379,28 @@ fn cli_run_exit_codes() {
     assert_eq!(code, Some(1));
     let (code, _) = run(&["m.rxn", "--fit", "good.csv", "--estimator", "magic"]);
     assert_eq!(code, Some(1));
+    std::fs::write(
+        dir.join("t.rxn"),
+        "species X = 0\nparam k = 1\n0 -> X @= k * (1 + t)\n",
+    )
+    .unwrap();
+    let (code, err) = run(&["t.rxn", "--fit", "good.csv", "--t-end", "2"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("use --estimator fd"), "{err}");
+    let (code, err) = run(&[
+        "t.rxn",
+        "--fit",
+        "good.csv",
+        "--t-end",
+        "2",
+        "--estimator",
+        "fd",
+        "--steps",
+        "2",
+        "-n",
+        "10",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
     let (code, err) = run(&[
         "m.rxn", "--fit", "good.csv", "--steps", "3", "-n", "20", "--loss", "mean",
     ]);

@@ -328,6 +328,12 @@ pub fn fit_from(
             options.tracked, options.trajectories
         )));
     }
+    if model.time_dependent && !matches!(options.estimator, Estimator::Fd { .. }) {
+        return Err(FitError::Options(format!(
+            "the {} estimator does not support propensities that read time `t` yet (it would hold them fixed between events); use --estimator fd, which simulates them exactly",
+            options.estimator.name()
+        )));
+    }
     if options.steps == 0 || options.restarts == 0 {
         return Err(FitError::Options(
             "--steps and --restarts must be at least 1".into(),

@@ -381,9 +381,10 @@ fn score(
             next += 1;
         }
         // −∫ ∂a0/∂θ dt over the interval, censored at the horizon.
+        // (Per channel, in the same order as `rxnc grad` has always summed it.)
         let interval = tau.min(o.t_end - t);
-        for q in 0..np {
-            s[q] -= interval * da0[q];
+        for &(k, q) in &c.pattern.dparam {
+            s[q] -= interval * buf.dadp[k * np + q];
         }
         if t + tau > o.t_end {
             break;
