@@ -254,6 +254,58 @@ pub struct Trajectory<'m> {
     pub events: u64,
     since_resync: u32,
     index: usize,
+    /// For large networks, partial sums of the propensities for O(log R) selection and updates.
+    tree: Option<SumTree>,
+}
+
+/// Above this many reactions the engine selects through a [`SumTree`] instead of a linear scan.
+pub const SUM_TREE_THRESHOLD: usize = 64;
+
+/// A complete binary tree of partial sums over the propensities: selection and the update of one
+/// propensity take O(log R), and the total is exact (re-summed along each updated path, so it
+/// does not drift).
+#[derive(Debug, Clone)]
+struct SumTree {
+    /// `nodes[1]` is the total; the leaves start at `nodes[width]`.
+    nodes: Vec<f64>,
+    width: usize,
+}
+
+impl SumTree {
+    fn new(a: &[f64]) -> SumTree {
+        let width = a.len().next_power_of_two();
+        let mut nodes = vec![0.0; 2 * width];
+        nodes[width..width + a.len()].copy_from_slice(a);
+        for n in (1..width).rev() {
+            nodes[n] = nodes[2 * n] + nodes[2 * n + 1];
+        }
+        SumTree { nodes, width }
+    }
+    fn total(&self) -> f64 {
+        self.nodes[1]
+    }
+    fn set(&mut self, i: usize, v: f64) {
+        let mut n = self.width + i;
+        self.nodes[n] = v;
+        while n > 1 {
+            n /= 2;
+            self.nodes[n] = self.nodes[2 * n] + self.nodes[2 * n + 1];
+        }
+    }
+    /// The leaf where the cumulative sum first exceeds `r` (`0 <= r < total`).
+    fn find(&self, mut r: f64) -> usize {
+        let mut n = 1;
+        while n < self.width {
+            let left = self.nodes[2 * n];
+            if r < left {
+                n *= 2;
+            } else {
+                r -= left;
+                n = 2 * n + 1;
+            }
+        }
+        n - self.width
+    }
 }
 
 impl<'m> Trajectory<'m> {
@@ -276,9 +328,21 @@ impl<'m> Trajectory<'m> {
             events: 0,
             since_resync: 0,
             index,
+            tree: None,
         };
         tr.check_propensities()?;
+        let mut tr = tr;
+        tr.rebuild_tree();
         Ok(tr)
+    }
+
+    /// Rebuilds the partial sums (large networks only) after all propensities changed.
+    fn rebuild_tree(&mut self) {
+        if self.a.len() > SUM_TREE_THRESHOLD {
+            let tree = SumTree::new(&self.a);
+            self.a0 = tree.total();
+            self.tree = Some(tree);
+        }
     }
 
     fn named_state(&self) -> Vec<(String, i64)> {
@@ -331,6 +395,14 @@ impl<'m> Trajectory<'m> {
     fn account(&mut self, j: usize, delta: f64) -> Result<(), SimError> {
         if delta.is_nan() {
             return Err(self.diagnose(j));
+        }
+        if let Some(tree) = &mut self.tree {
+            for &d in &self.compiled.model.dependents[j] {
+                tree.set(d, self.a[d]);
+            }
+            self.a0 = tree.total();
+            self.events += 1;
+            return Ok(());
         }
         let before = self.a0;
         self.a0 += delta;
@@ -421,6 +493,22 @@ impl<'m> Trajectory<'m> {
                     .compiled
                     .propensities(&self.x, self.params, self.t, &mut self.a);
                 self.check_propensities()?;
+                self.rebuild_tree();
+            }
+            if let Some(tree) = &self.tree {
+                let j = tree.find(rng.random::<f64>() * self.a0);
+                // Rounding can land on an empty leaf at a boundary: take the last non-empty one
+                // before it, which is where the cumulative sum reached r.
+                let j = if self.a[j] > 0.0 {
+                    j
+                } else {
+                    let before = self.a[..j].iter().rposition(|&v| v > 0.0);
+                    before
+                        .or_else(|| self.a.iter().position(|&v| v > 0.0))
+                        .unwrap_or(j)
+                };
+                self.fire(j)?;
+                continue;
             }
             let r = rng.random::<f64>() * self.a0;
             // SAFETY: x, a and params have the model's sizes.
