@@ -69,6 +69,18 @@ fn data_groups_rows_by_time() {
         .chain((0..10).map(|i| format!("{i}\n")))
         .collect();
     assert_eq!(LossKind::default_for(&parse(&many).unwrap()), LossKind::W1);
+    // Times with 10 or more rows get w1, the others mean.
+    let mixed: String = std::iter::once("time,M\n".to_string())
+        .chain((0..10).map(|i| format!("1,{i}\n")))
+        .chain(["2,4\n".to_string(), "2,6\n".to_string()])
+        .collect();
+    let d = parse(&mixed).unwrap();
+    assert_eq!(LossKind::default_for(&d), LossKind::Auto);
+    let scales = loss::column_scales(&d);
+    let pool = vec![vec![(0..10).map(f64::from).collect()], vec![vec![5.0, 7.0]]];
+    // Time 1: identical samples (W1 = 0); time 2: mean 6 against 5, squared error 1 / s.
+    let expected = (0.0 + 1.0 / scales[0]) / 2.0;
+    assert!((loss::value(&d, LossKind::Auto, &scales, &pool) - expected).abs() < 1e-12);
 }
 
 // ---------------------------------------------------------------- losses

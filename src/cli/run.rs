@@ -21,8 +21,8 @@ pub struct RunArgs {
     /// column; one row per observed cell (see docs/fitting.md).
     #[arg(long, value_name = "DATA.csv")]
     fit: PathBuf,
-    /// The loss: w1 (1-Wasserstein), moments (mean and variance), mean [default: w1 when every
-    /// time has 10 or more rows, mean otherwise].
+    /// The loss: w1 (1-Wasserstein), moments (mean and variance), mean, auto (w1 at times with 10
+    /// or more rows, mean at the others) [default: auto].
     #[arg(long, value_name = "L")]
     loss: Option<String>,
     /// Optimiser steps per restart (fewer when the loss reaches a plateau).

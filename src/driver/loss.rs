@@ -28,17 +28,20 @@ pub enum LossKind {
     Moments,
     /// Squared error of means.
     Mean,
+    /// `w1` at the times with 10 or more rows, `mean` at the others.
+    Auto,
 }
 
 impl LossKind {
     /// All names, for help texts.
-    pub const NAMES: [&'static str; 3] = ["w1", "moments", "mean"];
+    pub const NAMES: [&'static str; 4] = ["w1", "moments", "mean", "auto"];
     /// Parses a command-line name.
     pub fn parse(name: &str) -> Option<LossKind> {
         match name {
             "w1" => Some(LossKind::W1),
             "moments" => Some(LossKind::Moments),
             "mean" => Some(LossKind::Mean),
+            "auto" => Some(LossKind::Auto),
             _ => None,
         }
     }
@@ -48,17 +51,38 @@ impl LossKind {
             LossKind::W1 => "w1",
             LossKind::Moments => "moments",
             LossKind::Mean => "mean",
+            LossKind::Auto => "auto",
         }
     }
-    /// The contract's default: `w1` when every time has 10 or more rows, `mean` otherwise.
+    /// The contract's default: `w1` at a time with 10 or more rows, `mean` otherwise; `Auto` when
+    /// the data has times of both kinds.
     pub fn default_for(data: &Data) -> LossKind {
-        if data.min_rows_per_time() >= 10 {
+        let rows = |g: &Vec<Vec<f64>>| g.first().map_or(0, Vec::len);
+        let many = data
+            .samples
+            .iter()
+            .filter(|g| rows(g) >= AUTO_W1_ROWS)
+            .count();
+        if many == data.samples.len() {
             LossKind::W1
-        } else {
+        } else if many == 0 {
             LossKind::Mean
+        } else {
+            LossKind::Auto
+        }
+    }
+    /// The loss used at a time with `rows` observations.
+    fn at(self, rows: usize) -> LossKind {
+        match self {
+            LossKind::Auto if rows >= AUTO_W1_ROWS => LossKind::W1,
+            LossKind::Auto => LossKind::Mean,
+            k => k,
         }
     }
 }
+
+/// From this many rows at a time on, the default loss at that time is `w1`.
+pub const AUTO_W1_ROWS: usize = 10;
 
 /// Each column's scale: the variance of its observed values pooled over all times, or the squared
 /// mean if the variance is zero, or 1.
@@ -183,9 +207,9 @@ pub fn value(data: &Data, kind: LossKind, scales: &[f64], pool: &[Vec<Vec<f64>>]
         for (m, obs) in group.iter().enumerate() {
             let sim = &pool[k][m];
             let s = scales[m];
-            total += match kind {
+            total += match kind.at(obs.len()) {
                 LossKind::W1 => w1(sim, obs) / s.sqrt(),
-                LossKind::Moments | LossKind::Mean => {
+                kind => {
                     let (ms, vs) = mean_var(sim);
                     let (mo, vo) = mean_var(obs);
                     let mut v = (ms - mo).powi(2) / s;
@@ -225,7 +249,7 @@ pub fn value_and_gradient(
             let sim = &pool[k][m];
             let s = scales[m];
             terms += 1;
-            match kind {
+            match kind.at(obs.len()) {
                 LossKind::W1 => {
                     let pot = Potential::new(sim, obs);
                     total += pot.distance / s.sqrt();
@@ -259,7 +283,7 @@ pub fn value_and_gradient(
                         add(&mut grad, &d.d, 1.0 / s.sqrt());
                     }
                 }
-                LossKind::Moments | LossKind::Mean => {
+                kind => {
                     let (ms, vs) = mean_var(sim);
                     let (mo, vo) = mean_var(obs);
                     total += (ms - mo).powi(2) / s;
