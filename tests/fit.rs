@@ -506,3 +506,18 @@ fn bootstrap_refits_synthetic_data() {
     }
     assert!(refits[0] != refits[1]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+    /// Any text is parsed or rejected with diagnostics, never a panic, and rendering works.
+    #[test]
+    fn data_parser_never_panics(text in "(time|M|Gon|total|trajectory|x|,|-|\\.|[0-9]|e|nan|inf| |\"|\r|\n){0,60}") {
+        match parse(&text) {
+            Ok(d) => {
+                proptest::prop_assert!(d.rows >= 2);
+                proptest::prop_assert!(d.samples.iter().flatten().flatten().all(|v| v.is_finite()));
+            }
+            Err(rendered) => proptest::prop_assert!(!rendered.is_empty()),
+        }
+    }
+}
