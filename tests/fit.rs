@@ -447,6 +447,36 @@ fn cli_run_non_finite_column_is_a_diagnostic_and_keeps_the_best_parameters() {
 }
 
 #[test]
+fn cli_run_stops_runaway_parameters() {
+    // Data 30000 times the starting mean: the rate climbs until a trajectory costs over 1000
+    // times its first events, and the fit stops with the best parameters so far.
+    let dir = scratch("runaway");
+    std::fs::write(
+        dir.join("m.rxn"),
+        "species X = 0\nparam k = 3\nconst g = 1\n0 -> X @ k\nX -> 0 @ g\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("d.csv"), "X\n100000\n100100\n99900\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "run", "m.rxn", "--fit", "d.csv", "--lr", "0.5", "-n", "50", "--out", "fit.json",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("running away") && err.contains("start closer"),
+        "{err}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit.json")).unwrap()).unwrap();
+    assert!(json["parameters"]["k"].as_f64().unwrap() > 3.0);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn cli_plots_are_svg() {
     let dir = scratch("plot");
     std::fs::write(dir.join("m.rxn"), BIRTH_DEATH).unwrap();

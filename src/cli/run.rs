@@ -351,7 +351,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             };
             return Err(Failure::input(
                 format!("{what}{kept}"),
-                "lower the learning rate (--lr), use more trajectories (-n), try --estimator score, or narrow the parameters' bounds in the model",
+                "lower the learning rate (--lr), use more trajectories (-n), try --estimator score, or bound the parameters in the model (`in [lo, hi]`); if the data really need rates this different, start closer to them (the values in the model file)",
             ));
         }
     };

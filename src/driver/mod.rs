@@ -201,6 +201,10 @@ pub fn burn_in(model: &ir::Model, params: &[f64]) -> f64 {
     }
 }
 
+/// A fit stops as diverged when a trajectory costs this many times the events it cost at the
+/// start of the restart (and at least 10^5 events).
+pub const RUNAWAY_FACTOR: f64 = 1000.0;
+
 fn step_seed(seed: u64, restart: usize, step: usize) -> u64 {
     splitmix64(seed ^ splitmix64(((restart as u64) << 32) ^ step as u64 ^ 0xF17))
 }
@@ -386,6 +390,7 @@ pub fn fit_from(
         let (mut ema, mut best_ema, mut last_improve) = (f64::NAN, f64::INFINITY, 0);
         let patience = (options.steps / 5).max(20);
         let mut stopped = "steps";
+        let mut first_cost: Option<f64> = None;
         let mut taken = 0;
         for s in 0..options.steps {
             let params: Vec<f64> = if r == 0 && s == 0 {
@@ -415,6 +420,24 @@ pub fn fit_from(
                 0..options.tracked,
             )?;
             events += tracked.events;
+            // Runaway guard: the cost of a step grows with the rates; a fit whose parameters run
+            // away would otherwise look hung long before any loss became non-finite.
+            let per_trajectory = tracked.events as f64 / tracked.len() as f64;
+            let baseline = *first_cost.get_or_insert(per_trajectory.max(1.0));
+            if per_trajectory > (RUNAWAY_FACTOR * baseline).max(1e5) {
+                return Err(FitError::Diverged {
+                    what: format!(
+                        "the parameters are running away: a trajectory now takes {:.0} events, {:.0} times as many as at the start of restart {} (parameters {:?} at step {})",
+                        per_trajectory,
+                        per_trajectory / baseline,
+                        r + 1,
+                        params,
+                        s + 1
+                    ),
+                    trace,
+                    best: best_seen.1,
+                });
+            }
             let mut pool = forward_samples(
                 compiled,
                 &params,
