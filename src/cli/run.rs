@@ -40,7 +40,7 @@ pub struct RunArgs {
     /// small bias (docs/fitting.md).
     #[arg(long, value_name = "M")]
     tracked: Option<usize>,
-    /// The gradient estimator: score (likelihood ratio, unbiased; the default), gs-st
+    /// The gradient estimator: score (likelihood ratio, unbiased), gs-st
     /// (straight-through Gumbel-Softmax, biased at temperature 1), alt-path, fd.
     #[arg(long, value_name = "E", default_value = "score")]
     estimator: String,
@@ -72,7 +72,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "K", default_value_t = 1)]
     restarts: usize,
     /// Parametric bootstrap: refit B data sets simulated at the fitted values and report the sd
-    /// of the refitted values as ± (B refits: B times the cost of the fit) [default: 0, off].
+    /// of the refitted values as ± (B refits: B times the cost of the fit; 0 is off).
     #[arg(long, value_name = "B", default_value_t = 0)]
     bootstrap: usize,
     /// Seed of everything random.
@@ -187,6 +187,20 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     })?;
     let data =
         data::parse(&shown, &text, &model.ir).map_err(|e| Failure::Input(e.render(style())))?;
+    if args.t_end.is_some() && data.times.is_some() {
+        return Err(Failure::input(
+            format!(
+                "--t-end is the burn-in horizon for stationary data, but `{shown}` has a time column"
+            ),
+            "leave --t-end out: a time course is simulated up to its last observation time",
+        ));
+    }
+    if args.bootstrap == 1 {
+        return Err(Failure::input(
+            "--bootstrap needs at least 2 refits to estimate a spread",
+            "for example --bootstrap 20",
+        ));
+    }
     let loss = match args.loss.as_deref() {
         None => LossKind::default_for(&data),
         Some(name) => LossKind::parse(name).ok_or_else(|| {
@@ -481,7 +495,12 @@ fn table(r: &FitResult, o: &FitOptions, data: &data::Data) -> String {
             String::new()
         }
     );
-    let _ = writeln!(out, "± is the {}\n", r.uncertainty_method);
+    let hint = if r.bootstrap.is_empty() && r.uncertainty_method.contains("iterates") {
+        "; --bootstrap 20 estimates a real uncertainty"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "± is the {}{hint}\n", r.uncertainty_method);
     let width = r.names.iter().map(|n| n.len()).max().unwrap_or(9).max(9);
     let _ = writeln!(
         out,
