@@ -286,6 +286,39 @@ fn fit_recovers_birth_death_rate_from_stationary_data() {
 }
 
 #[test]
+fn fit_recovers_both_birth_death_rates_from_a_time_course() {
+    // From X(0) = 0, X(t) is Poisson with mean (k/g)(1 − e^{−g t}): the time course determines
+    // both rates (a stationary distribution only their ratio).
+    let (k, g) = (10.0f64, 1.0f64);
+    let mut text = String::from("time,X\n");
+    for t in [0.5, 1.0, 2.0, 4.0] {
+        for v in poisson_quantiles(k / g * (1.0 - (-g * t).exp()), 200) {
+            text.push_str(&format!("{t},{v}\n"));
+        }
+    }
+    let m = model("species X = 0\nparam k = 3, g = 0.4\n0 -> X @ k\nX -> 0 @ g\n");
+    let compiled = CompiledModel::new(&m.ir).unwrap();
+    let d = data::parse("d.csv", &text, &m.ir).unwrap();
+    assert_eq!(LossKind::default_for(&d), LossKind::W1);
+    let options = FitOptions {
+        steps: 200,
+        trajectories: 400,
+        tracked: 400,
+        estimator: Estimator::Score,
+        loss: LossKind::W1,
+        lr: 0.05,
+        seed: 2,
+        t_end: None,
+        restarts: 1,
+        max_events: 1_000_000,
+    };
+    let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
+    assert!((r.params[0] / k - 1.0).abs() < 0.15, "k = {}", r.params[0]);
+    assert!((r.params[1] / g - 1.0).abs() < 0.15, "g = {}", r.params[1]);
+    assert_eq!(r.times, [0.5, 1.0, 2.0, 4.0]);
+}
+
+#[test]
 fn transforms_round_trip() {
     use driver::Transform;
     for (t, v) in [(Transform::Log, 3.5), (Transform::Logit(0.1, 10.0), 2.0)] {
