@@ -366,9 +366,14 @@ fn cli_run_writes_fit_json_and_trace() {
         stdout.contains("parameter") && stdout.contains("fitted"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("data mean") && stdout.contains("model mean"),
+        "{stdout}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("fit.json")).unwrap()).unwrap();
     for key in [
+        "statistics",
         "parameters",
         "loss",
         "steps",

@@ -369,23 +369,36 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             ));
         }
     };
+    // The model at the fitted values, for the comparison with the data and the figure.
+    let pool = driver::forward_samples(
+        &compiled,
+        &result.params,
+        &data.leaves,
+        &result.times,
+        args.seed ^ 0x9107,
+        args.max_events,
+        0..args.trajectories,
+    )
+    .map_err(|e| sim_failure(&model, e))?;
+    let comparison = compare(&data, &result.times, &pool);
     if let Some(f) = trace_file {
         write_file(f, trace_csv(&names, &result.trace))?;
     }
     if let Some(f) = out_file {
-        write_file(f, format!("{:#}\n", fit_json(&result, &options, &data)))?;
+        let mut json = fit_json(&result, &options, &data);
+        json["statistics"] = comparison
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "time": c.time, "column": c.column,
+                    "data_mean": c.data.0, "data_sd": c.data.1,
+                    "model_mean": c.model.0, "model_sd": c.model.1,
+                })
+            })
+            .collect();
+        write_file(f, format!("{json:#}\n"))?;
     }
     if let Some(mut f) = plot_file {
-        let pool = driver::forward_samples(
-            &compiled,
-            &result.params,
-            &data.leaves,
-            &result.times,
-            args.seed ^ 0x9107,
-            args.max_events,
-            0..args.trajectories,
-        )
-        .map_err(|e| sim_failure(&model, e))?;
         let svg = driver::plot::fit_svg(&data, &result, &pool)
             .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
         f.writer()
@@ -393,7 +406,69 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Internal(format!("cannot write --plot: {e}")))?;
         f.commit()?;
     }
-    print_stdout(&table(&result, &options, &data))
+    let mut text = table(&result, &options, &data);
+    text.push_str(&comparison_table(&comparison, data.times.is_none()));
+    print_stdout(&text)
+}
+
+/// Mean and sd of one column at one time, in the data and in the model at the fitted values.
+struct Comparison {
+    time: Option<f64>,
+    column: String,
+    data: (f64, f64),
+    model: (f64, f64),
+}
+
+fn compare(data: &data::Data, times: &[f64], pool: &[Vec<Vec<f64>>]) -> Vec<Comparison> {
+    let stats = |v: &[f64]| {
+        let (m, var) = driver::loss::mean_var(v);
+        (m, var.sqrt())
+    };
+    let mut out = Vec::new();
+    for (k, group) in data.samples.iter().enumerate() {
+        for (m, obs) in group.iter().enumerate() {
+            out.push(Comparison {
+                time: data.times.as_ref().map(|_| times[k]),
+                column: data.columns[m].clone(),
+                data: stats(obs),
+                model: stats(&pool[k][m]),
+            });
+        }
+    }
+    out
+}
+
+/// At most this many rows of data-against-model statistics are printed (all go to fit.json).
+const COMPARISON_ROWS: usize = 24;
+
+fn comparison_table(rows: &[Comparison], stationary: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<8}  {:<12}  {:>12}  {:>12}  {:>12}  {:>12}",
+        if stationary { "" } else { "time" },
+        "column",
+        "data mean",
+        "model mean",
+        "data sd",
+        "model sd"
+    );
+    for c in rows.iter().take(COMPARISON_ROWS) {
+        let time = c.time.map_or(String::new(), num);
+        let _ = writeln!(
+            out,
+            "{time:<8}  {:<12}  {:>12.4}  {:>12.4}  {:>12.4}  {:>12.4}",
+            c.column, c.data.0, c.model.0, c.data.1, c.model.1
+        );
+    }
+    if rows.len() > COMPARISON_ROWS {
+        let _ = writeln!(
+            out,
+            "... {} more rows in --out (\"statistics\")",
+            rows.len() - COMPARISON_ROWS
+        );
+    }
+    out
 }
 
 fn write_file(mut f: PendingFile, text: String) -> Result<(), Failure> {
@@ -470,7 +545,7 @@ fn table(r: &FitResult, o: &FitOptions, data: &data::Data) -> String {
     let chosen = &r.restarts[r.best];
     let when = match &data.times {
         Some(t) => format!("{} times", t.len()),
-        None => format!("stationary, burn-in t = {}", num(r.times[0])),
+        None => format!("stationary, burn-in t = {:.3}", r.times[0]),
     };
     let _ = writeln!(
         out,
