@@ -4,7 +4,7 @@ use super::output::{PendingFile, stdout_error};
 use super::{Failure, model_diagnostic};
 use crate::Model;
 use crate::diagnostics::Diagnostic;
-use crate::engine::{Ensemble, SimError, SimOptions, write_stats, write_trajectories};
+use crate::engine::{Ensemble, SimError, SimOptions, write_trajectories};
 use crate::jit::CompiledModel;
 use crate::syntax::ast::Span;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -301,8 +301,11 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             .map_err(|e| csv_failure(e).unwrap_or(Failure::Internal("broken pipe".into())))?;
     }
     if let Some(f) = stats_file.as_mut() {
-        write_stats(f.writer(), &ensemble.stats(&compiled, &params))
-            .map_err(|e| csv_failure(e).unwrap_or(Failure::Internal("broken pipe".into())))?;
+        ensemble
+            .write_stats_csv(f.writer(), &compiled, &params)
+            .map_err(|e| {
+                csv_failure(csv::Error::from(e)).unwrap_or(Failure::Internal("broken pipe".into()))
+            })?;
     }
     if let Some(mut f) = plot_file {
         let svg = plot_ensemble(&ensemble, &compiled, &params)

@@ -446,6 +446,9 @@ impl<'m> Trajectory<'m> {
         stop: &AtomicBool,
     ) -> Result<(), SimError> {
         let time_dependent = self.compiled.model.time_dependent;
+        if !time_dependent && self.tree.is_none() {
+            return self.run_direct(times, t_end, max_events, rng, sample, stop);
+        }
         let mut next = times
             .iter()
             .position(|&g| g >= self.t)
@@ -531,6 +534,103 @@ impl<'m> Trajectory<'m> {
                     self.fire(j)?;
                 }
             }
+        }
+    }
+
+    /// The direct method's hot loop for time-independent networks of up to
+    /// [`SUM_TREE_THRESHOLD`] reactions. Time, total and event count live in locals (the JIT
+    /// kernel writes through raw pointers, so fields of `self` would be reloaded after every call)
+    /// and are written back on every exit.
+    fn run_direct(
+        &mut self,
+        times: &[f64],
+        t_end: f64,
+        max_events: u64,
+        rng: &mut TrajectoryRng,
+        mut sample: impl FnMut(usize, &[i64]),
+        stop: &AtomicBool,
+    ) -> Result<(), SimError> {
+        let compiled = self.compiled;
+        let params = self.params;
+        let mut t = self.t;
+        let mut a0 = self.a0;
+        let mut events = self.events;
+        let mut until_resync = RESYNC_EVERY.saturating_sub(self.since_resync).max(1);
+        let mut next = times.iter().position(|&g| g >= t).unwrap_or(times.len());
+        let mut next_sample = times.get(next).copied().unwrap_or(f64::INFINITY);
+        let mut checkpoint = max_events.min(events + 65_536);
+        let outcome = loop {
+            let t_next = if a0 > 0.0 {
+                let e: f64 = Exp1.sample(rng);
+                t + e / a0
+            } else {
+                f64::INFINITY
+            };
+            while next_sample < t_next {
+                sample(next, &self.x);
+                next += 1;
+                next_sample = times.get(next).copied().unwrap_or(f64::INFINITY);
+            }
+            if t_next > t_end {
+                t = t_end;
+                break Ok(());
+            }
+            t = t_next;
+            if events >= checkpoint {
+                if events >= max_events {
+                    break Err(None);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break Err(Some(SimError::Cancelled));
+                }
+                checkpoint = max_events.min(events + 65_536);
+            }
+            let r = rng.random::<f64>() * a0;
+            // SAFETY: x, a and params have the model's sizes.
+            let fired = unsafe { compiled.step_unchecked(r, &mut self.x, params, t, &mut self.a) };
+            let (j, delta) = match fired {
+                Some(fired) => fired,
+                None => {
+                    // Rounding left a0 above the true sum: re-sum and draw again.
+                    a0 = self.a.iter().sum();
+                    until_resync = RESYNC_EVERY;
+                    if a0 <= 0.0 {
+                        continue;
+                    }
+                    let r = rng.random::<f64>() * a0;
+                    let a = &self.a;
+                    let j = self
+                        .select(r)
+                        .unwrap_or_else(|| a.iter().rposition(|&v| v > 0.0).unwrap_or(0));
+                    (j, compiled.fire(j, &mut self.x, params, t, &mut self.a))
+                }
+            };
+            if delta.is_nan() {
+                self.t = t;
+                break Err(Some(self.diagnose(j)));
+            }
+            let before = a0;
+            a0 += delta;
+            events += 1;
+            until_resync -= 1;
+            if until_resync == 0 || a0 < 1e-6 * before {
+                a0 = self.a.iter().sum();
+                until_resync = RESYNC_EVERY;
+            }
+        };
+        self.t = t;
+        self.a0 = a0;
+        self.events = events;
+        self.since_resync = RESYNC_EVERY - until_resync;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Some(e)) => Err(e),
+            Err(None) => Err(SimError::TooManyEvents {
+                limit: max_events,
+                time: t,
+                trajectory: self.index,
+                state: self.named_state(),
+            }),
         }
     }
 

@@ -89,45 +89,95 @@ pub fn write_trajectories(
 }
 
 impl Ensemble {
-    /// Mean and standard deviation of every species and observable at every time.
-    pub fn stats(&self, compiled: &CompiledModel, params: &[f64]) -> Vec<StatRow> {
-        let names: Vec<std::sync::Arc<str>> =
-            value_names(compiled).into_iter().map(Into::into).collect();
+    /// Welford means and sums of squared deviations of every species and observable at every
+    /// time, indexed `[time][value]`. Trajectories are the outer loop so that the ensemble is read
+    /// in memory order; each accumulator still sees the trajectories in order, so the result does
+    /// not depend on the loop order.
+    fn moments(&self, compiled: &CompiledModel, params: &[f64]) -> (Vec<f64>, Vec<f64>, usize) {
         let ns = self.species.len();
-        let nv = names.len();
+        let nv = ns + compiled.model.observables.len();
         let mut obs = vec![0.0; nv - ns];
-        let mut rows = Vec::with_capacity(self.times.len() * nv);
-        let n = self.trajectories as f64;
-        let mut mean = vec![0.0; nv];
-        let mut m2 = vec![0.0; nv];
-        for (k, &t) in self.times.iter().enumerate() {
-            // Welford's update: stable for large counts.
-            mean.iter_mut().for_each(|v| *v = 0.0);
-            m2.iter_mut().for_each(|v| *v = 0.0);
-            for traj in 0..self.trajectories {
-                let weight = 1.0 / (traj + 1) as f64;
+        let mut mean = vec![0.0; self.times.len() * nv];
+        let mut m2 = vec![0.0; self.times.len() * nv];
+        for traj in 0..self.trajectories {
+            let weight = 1.0 / (traj + 1) as f64;
+            for (k, &t) in self.times.iter().enumerate() {
                 let x = self.state(traj, k);
                 if !obs.is_empty() {
                     compiled.observables(x, params, t, &mut obs);
                 }
                 let values = x.iter().map(|&v| v as f64).chain(obs.iter().copied());
+                let (mean, m2) = (
+                    &mut mean[k * nv..(k + 1) * nv],
+                    &mut m2[k * nv..(k + 1) * nv],
+                );
                 for (i, v) in values.enumerate() {
                     let d = v - mean[i];
                     mean[i] += d * weight;
                     m2[i] += d * (v - mean[i]);
                 }
             }
+        }
+        (mean, m2, nv)
+    }
+
+    fn sd(&self, m2: f64) -> Option<f64> {
+        (self.trajectories > 1).then(|| (m2 / (self.trajectories as f64 - 1.0)).sqrt())
+    }
+
+    /// Mean and standard deviation of every species and observable at every time.
+    pub fn stats(&self, compiled: &CompiledModel, params: &[f64]) -> Vec<StatRow> {
+        let names: Vec<std::sync::Arc<str>> =
+            value_names(compiled).into_iter().map(Into::into).collect();
+        let (mean, m2, nv) = self.moments(compiled, params);
+        let mut rows = Vec::with_capacity(self.times.len() * nv);
+        for (k, &t) in self.times.iter().enumerate() {
             for i in 0..nv {
-                let sd = (self.trajectories > 1).then(|| (m2[i] / (n - 1.0)).sqrt());
                 rows.push(StatRow {
                     time: t,
                     name: std::sync::Arc::clone(&names[i]),
-                    mean: mean[i],
-                    sd,
+                    mean: mean[k * nv + i],
+                    sd: self.sd(m2[k * nv + i]),
                 });
             }
         }
         rows
+    }
+
+    /// Writes the tidy statistics table `time,name,mean,sd` straight from the ensemble, the same
+    /// bytes as [`write_stats`] of [`Ensemble::stats`] without building the rows. Names are
+    /// identifiers, so no field needs quoting.
+    pub fn write_stats_csv(
+        &self,
+        mut out: impl Write,
+        compiled: &CompiledModel,
+        params: &[f64],
+    ) -> std::io::Result<()> {
+        let names = value_names(compiled);
+        let (mean, m2, nv) = self.moments(compiled, params);
+        let mut f = NumberFormat::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(self.times.len() * nv * 32 + 16);
+        buf.extend_from_slice(b"time,name,mean,sd\n");
+        for (k, &t) in self.times.iter().enumerate() {
+            for i in 0..nv {
+                buf.extend_from_slice(f.float(t));
+                buf.push(b',');
+                buf.extend_from_slice(names[i].as_bytes());
+                buf.push(b',');
+                buf.extend_from_slice(f.float(mean[k * nv + i]));
+                buf.push(b',');
+                if let Some(sd) = self.sd(m2[k * nv + i]) {
+                    buf.extend_from_slice(f.float(sd));
+                }
+                buf.push(b'\n');
+            }
+            if buf.len() > 1 << 20 {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        out.write_all(&buf)?;
+        out.flush()
     }
 }
 
@@ -148,4 +198,37 @@ pub fn write_stats(out: impl Write, rows: &[StatRow]) -> csv::Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{Ensemble, SimOptions, write_stats};
+
+    /// The streaming statistics writer writes the same bytes as the rows-based one.
+    #[test]
+    fn streaming_stats_match_rows() {
+        let text = "species A = 5, B\nparam k = 2\nobservable total = A + 2 * B\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n";
+        let model = crate::Model::parse("m.rxn", text).unwrap();
+        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
+        let params = model.ir.param_values();
+        for trajectories in [1, 7] {
+            let options = SimOptions {
+                t_end: 10.0,
+                every: 0.3,
+                trajectories,
+                seed: 3,
+                ..SimOptions::default()
+            };
+            let ensemble = Ensemble::run(&compiled, &params, &options).unwrap();
+            let (mut rows, mut streamed) = (Vec::new(), Vec::new());
+            write_stats(&mut rows, &ensemble.stats(&compiled, &params)).unwrap();
+            ensemble
+                .write_stats_csv(&mut streamed, &compiled, &params)
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(rows).unwrap(),
+                String::from_utf8(streamed).unwrap()
+            );
+        }
+    }
 }
