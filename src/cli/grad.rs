@@ -106,17 +106,7 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
             "for example -n 1000",
         ));
     }
-    if let Some(k) = args.threads {
-        if k == 0 {
-            return Err(Failure::input(
-                "--threads must be at least 1",
-                "leave it out to use every core",
-            ));
-        }
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(k)
-            .build_global();
-    }
+    super::set_threads(args.threads)?;
     let compiled = CompiledModel::new(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
     let params = model.ir.param_values();
     let options = GradOptions {

@@ -120,6 +120,23 @@ pub fn model_diagnostic(model: &Model, d: Diagnostic) -> Failure {
     )
 }
 
+/// Applies `--threads K`: the size of the global worker pool (results do not depend on it).
+pub fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
+    if let Some(k) = threads {
+        if k == 0 {
+            return Err(Failure::input(
+                "--threads must be at least 1",
+                "leave it out to use every core",
+            ));
+        }
+        // Only fails when a pool exists already, which cannot happen before a command runs.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(k)
+            .build_global();
+    }
+    Ok(())
+}
+
 /// Runs the command line and returns the exit status.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {

@@ -210,17 +210,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             )
         })?,
     };
-    if let Some(k) = args.threads {
-        if k == 0 {
-            return Err(Failure::input(
-                "--threads must be at least 1",
-                "leave it out to use every core",
-            ));
-        }
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(k)
-            .build_global();
-    }
+    super::set_threads(args.threads)?;
     // Open outputs first: an unwritable path fails before the fit, not after it.
     let out_file = args
         .out

@@ -232,18 +232,7 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             ));
         }
     }
-    if let Some(k) = args.threads {
-        if k == 0 {
-            return Err(Failure::input(
-                "--threads must be at least 1",
-                "leave it out to use every core",
-            ));
-        }
-        // Only fails when a pool exists already, which cannot happen before this point.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(k)
-            .build_global();
-    }
+    super::set_threads(args.threads)?;
     // Open outputs first: an unwritable path fails before the simulation, not after it.
     let mut out_file = args
         .out
