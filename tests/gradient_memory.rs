@@ -62,7 +62,7 @@ static ALLOCATOR: Counting = Counting;
 /// A fast birth-death process: about 2 k T events per trajectory once X is near k/g.
 const MODEL: &str = "species X = 100000\nparam k = 100000, g = 1\n0 -> X @ k\nX -> 0 @ g\n";
 
-/// Runs one estimate with 2 trajectories to `t_end`; returns (events, peak heap growth in bytes
+/// Runs one estimate with 3 trajectories to `t_end`; returns (events, peak heap growth in bytes
 /// over the heap in use before the call).
 fn measure(
     compiled: &CompiledModel,
@@ -72,7 +72,7 @@ fn measure(
 ) -> (u64, usize) {
     let options = GradOptions {
         t_end,
-        trajectories: 2,
+        trajectories: 3,
         seed: 11,
         estimator,
         max_events: 100_000_000,

@@ -266,3 +266,36 @@ fn time_dependent_rates_fd_only() {
     let err = estimate_gradient(&compiled, &[1.0], &objective, &options).unwrap_err();
     assert!(err.to_string().contains("read time"), "{err}");
 }
+
+/// A propensity whose parameter derivative is infinite where the simulation goes stops every
+/// estimator that differentiates propensities with an error naming the reaction and parameter
+/// (alt-path used to skip it and report 0 ± 0).
+#[test]
+fn non_finite_propensity_derivative_is_an_error() {
+    let model = Model::parse(
+        "m.rxn",
+        "species P\nparam n = 2 in [1, 3]\n0 -> P @= 1 + sqrt(n - 2)\nP -> 0 @ 1\n",
+    )
+    .unwrap();
+    let compiled = CompiledModel::new(&model.ir).unwrap();
+    let objective = Objective::parse("mean(P)", &model.ir).unwrap();
+    for estimator in [
+        Estimator::Score,
+        Estimator::AltPath,
+        Estimator::GsSt { temperature: 1.0 },
+    ] {
+        let options = GradOptions {
+            t_end: 2.0,
+            trajectories: 10,
+            seed: 1,
+            estimator,
+            max_events: 1000,
+        };
+        let err = estimate_gradient(&compiled, &[2.0], &objective, &options).unwrap_err();
+        assert!(
+            err.to_string().contains("with respect to `n` is inf"),
+            "{}: {err}",
+            estimator.name()
+        );
+    }
+}

@@ -53,9 +53,9 @@ pub struct SimulateArgs {
 /// Turns a simulation failure into a diagnostic pointing at the reaction responsible.
 pub fn sim_failure(model: &Model, e: SimError) -> Failure {
     let reaction = match &e {
-        SimError::InvalidPropensity { reaction, .. } | SimError::NegativeCount { reaction, .. } => {
-            Some(reaction)
-        }
+        SimError::InvalidPropensity { reaction, .. }
+        | SimError::NegativeCount { reaction, .. }
+        | SimError::NonFiniteDerivative { reaction, .. } => Some(reaction),
         _ => None,
     };
     match reaction.and_then(|name| model.ir.reactions.iter().find(|r| &r.name == name)) {
@@ -68,6 +68,10 @@ pub fn sim_failure(model: &Model, e: SimError) -> Failure {
                 SimError::NegativeCount { species, .. } => (
                     "rxn::runtime::negative_count",
                     format!("this propensity was not zero when `{species}` had run out"),
+                ),
+                SimError::NonFiniteDerivative { param, value, .. } => (
+                    "rxn::runtime::derivative",
+                    format!("its derivative with respect to `{param}` is {value}"),
                 ),
                 _ => ("rxn::runtime", String::new()),
             };

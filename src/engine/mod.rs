@@ -166,6 +166,21 @@ pub enum SimError {
         /// Which trajectory.
         trajectory: usize,
     },
+    /// A propensity's derivative with respect to a parameter is not finite (gradient estimators).
+    NonFiniteDerivative {
+        /// The reaction.
+        reaction: String,
+        /// The parameter.
+        param: String,
+        /// The derivative's value.
+        value: f64,
+        /// When.
+        time: f64,
+        /// The state then.
+        state: Vec<(String, i64)>,
+        /// Which trajectory.
+        trajectory: usize,
+    },
     /// The trajectory stopped because another one in the ensemble failed first (never returned
     /// by [`Ensemble::run`], which reports the failure itself).
     Cancelled,
@@ -194,6 +209,20 @@ impl fmt::Display for SimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SimError::Options(m) => f.write_str(m),
+            SimError::NonFiniteDerivative {
+                reaction,
+                param,
+                value,
+                time,
+                state,
+                trajectory,
+            } => write!(
+                f,
+                "the derivative of reaction `{reaction}`'s propensity with respect to `{param}` is {value} \
+                 at t = {time} in trajectory {trajectory} (state: {}); gradients need rate laws that are \
+                 differentiable where the simulation goes. Check powers, logarithms and divisions at zero",
+                state_text(state)
+            ),
             SimError::Cancelled => f.write_str("cancelled after another trajectory failed"),
             SimError::InvalidPropensity {
                 reaction,

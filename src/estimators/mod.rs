@@ -232,9 +232,13 @@ pub fn estimate_gradient(
             options.t_end
         )));
     }
-    if options.trajectories < 2 {
+    // The jackknife leaves groups out: var and sd then need at least two trajectories in every
+    // subset, so three in all.
+    let needed = if objective.uses_spread() { 3 } else { 2 };
+    if options.trajectories < needed {
         return Err(GradError::Options(format!(
-            "at least 2 trajectories are needed to estimate standard errors, not {}",
+            "at least {needed} trajectories are needed to estimate standard errors{}, not {}",
+            if needed == 3 { " of var or sd" } else { "" },
             options.trajectories
         )));
     }
@@ -295,6 +299,21 @@ pub fn estimate_gradient(
         objective.evaluate(&moments)
     };
     let full = aggregate(&all);
+    // When the moments and their gradients are finite, a non-finite result is the objective's
+    // doing (sd of a constant, log of zero), not the estimator's.
+    let moments_finite = runners::moments(
+        options.estimator,
+        &all,
+        leaves.len(),
+        params.len(),
+        &fd_scales,
+    )
+    .iter()
+    .all(|m| {
+        [&m.m1, &m.m2]
+            .iter()
+            .all(|d| d.v.is_finite() && d.d.iter().all(|v| v.is_finite()))
+    });
     // Grouped jackknife: delete each of G contiguous groups in turn.
     let groups = options.trajectories.min(50);
     let replicates: Vec<Dual> = (0..groups)
@@ -320,7 +339,7 @@ pub fn estimate_gradient(
         estimate: full.v,
         stderr: jackknife_se(&|d: &Dual| d.v),
     };
-    if !objective_estimate.estimate.is_finite() {
+    if !(objective_estimate.estimate.is_finite() && objective_estimate.stderr.is_finite()) {
         return Err(GradError::NonFinite {
             estimator: name,
             what: format!(
@@ -335,8 +354,12 @@ pub fn estimate_gradient(
             estimate: full.d[q],
             stderr: jackknife_se(&|d: &Dual| d.d[q]),
         };
-        if !e.estimate.is_finite() {
+        if !(e.estimate.is_finite() && e.stderr.is_finite()) {
             let why = match options.estimator {
+                _ if moments_finite => {
+                    "the objective is not differentiable at the estimated statistics (sd of a \
+                     quantity with zero variance, or a log or division at zero)"
+                }
                 Estimator::GsSt { .. } => {
                     "the tangents overflowed; at low temperature on long trajectories the \
                      straight-through variance explodes: raise --temperature or use --estimator score"
@@ -348,7 +371,7 @@ pub fn estimate_gradient(
             };
             return Err(GradError::NonFinite {
                 estimator: name,
-                what: format!("d/d{} is {}: {why}", p.name, e.estimate),
+                what: format!("d/d{} is {} ± {}: {why}", p.name, e.estimate, e.stderr),
             });
         }
         gradient.push((p.name.clone(), e));

@@ -156,6 +156,21 @@ impl Objective {
         }
     }
 
+    /// Whether the objective takes a `var` or `sd` (which need two samples in every jackknife
+    /// subset).
+    pub fn uses_spread(&self) -> bool {
+        fn walk(e: &ObjectiveExpr) -> bool {
+            match e {
+                ObjectiveExpr::Num(_) => false,
+                ObjectiveExpr::Stat(kind, _) => *kind != Statistic::Mean,
+                ObjectiveExpr::Neg(a) => walk(a),
+                ObjectiveExpr::Bin(_, a, b) => walk(a) || walk(b),
+                ObjectiveExpr::Call(_, args) => args.iter().any(walk),
+            }
+        }
+        walk(&self.expr)
+    }
+
     /// Evaluates the objective and its gradient from the leaves' moments.
     pub fn evaluate(&self, moments: &[LeafMoments]) -> Dual {
         eval(&self.expr, moments)

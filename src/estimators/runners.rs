@@ -89,16 +89,34 @@ impl Partials {
             &mut self.dadx,
             &mut self.dadt,
         );
-        match self.a.iter().position(|v| !(*v >= 0.0)) {
-            None => Ok(a0),
-            Some(k) => Err(SimError::InvalidPropensity {
+        if let Some(k) = self.a.iter().position(|v| !(*v >= 0.0)) {
+            return Err(SimError::InvalidPropensity {
                 reaction: c.model.reactions[k].name.clone(),
                 value: self.a[k],
                 time: t,
                 state: named_state(c, x),
                 trajectory: index,
-            }),
+            });
         }
+        // A non-finite derivative would poison the estimate silently (alt-path's weights, for
+        // one, would skip it): stop and name it.
+        let np = p.len();
+        let bad = c
+            .pattern
+            .dparam
+            .iter()
+            .find(|&&(k, q)| !self.dadp[k * np + q].is_finite());
+        if let Some(&(k, q)) = bad {
+            return Err(SimError::NonFiniteDerivative {
+                reaction: c.model.reactions[k].name.clone(),
+                param: c.model.params[q].name.clone(),
+                value: self.dadp[k * np + q],
+                time: t,
+                state: named_state(c, x),
+                trajectory: index,
+            });
+        }
+        Ok(a0)
     }
 }
 
