@@ -542,10 +542,28 @@ fn cli_plots_are_svg() {
         let text = std::fs::read_to_string(dir.join(f)).unwrap();
         assert!(text.starts_with("<svg") && text.contains("</svg>"), "{f}");
     }
-    let (code, err) = run(&["simulate", "m.rxn", "--t-end", "5", "--plot", "sim.png"]);
+    // PNG: the same figures rasterised (with an embedded font, so text renders anywhere).
+    let (code, err) = run(&[
+        "run", "m.rxn", "--fit", "d.csv", "-n", "20", "--steps", "3", "--plot", "fit.png",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run(&[
+        "simulate", "m.rxn", "--t-end", "5", "-n", "20", "--plot", "sim.png",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    for f in ["fit.png", "sim.png"] {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
+            "{f}: {} bytes",
+            bytes.len()
+        );
+    }
+    // Other formats are refused before any work is done.
+    let (code, err) = run(&["simulate", "m.rxn", "--t-end", "5", "--plot", "sim.pdf"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("PNG"), "{err}");
-    assert!(!dir.join("sim.png").exists());
+    assert!(err.contains("SVG or PNG"), "{err}");
+    assert!(!dir.join("sim.pdf").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 

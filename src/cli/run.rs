@@ -88,7 +88,7 @@ pub struct RunArgs {
     /// Write every step as CSV: restart,step,loss,<params...>.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
-    /// Draw data against the fitted model and the loss curve (an .svg file).
+    /// Draw data against the fitted model and the loss curve (.svg, or .png for a raster image).
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
     /// Stop a trajectory that exceeds this many events.
@@ -389,10 +389,15 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         write_file(f, format!("{json:#}\n"))?;
     }
     if let Some(mut f) = plot_file {
-        let svg = driver::plot::fit_svg(&data, &result, &pool)
+        let path = args
+            .plot
+            .as_deref()
+            .unwrap_or(std::path::Path::new("plot.svg"));
+        let bytes = driver::plot::fit_svg(&data, &result, &pool)
+            .and_then(|svg| crate::driver::plot::figure_bytes(path, svg))
             .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
         f.writer()
-            .write_all(svg.as_bytes())
+            .write_all(&bytes)
             .map_err(|e| Failure::Internal(format!("cannot write --plot: {e}")))?;
         f.commit()?;
     }

@@ -38,8 +38,8 @@ pub struct SimulateArgs {
     /// Write tidy statistics here: time,name,mean,sd over the trajectories.
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
-    /// Draw sample trajectories, mean ± sd bands and the distribution at the last time (an .svg
-    /// file).
+    /// Draw sample trajectories, mean ± sd bands and the distribution at the last time (.svg,
+    /// or .png for a raster image).
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
     /// Stop a trajectory that exceeds this many events (runaway models).
@@ -301,10 +301,15 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             })?;
     }
     if let Some(mut f) = plot_file {
-        let svg = plot_ensemble(&ensemble, &compiled, &params)
+        let path = args
+            .plot
+            .as_deref()
+            .unwrap_or(std::path::Path::new("plot.svg"));
+        let bytes = plot_ensemble(&ensemble, &compiled, &params)
+            .and_then(|svg| crate::driver::plot::figure_bytes(path, svg))
             .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
         f.writer()
-            .write_all(svg.as_bytes())
+            .write_all(&bytes)
             .map_err(|e| Failure::Internal(format!("cannot write --plot: {e}")))?;
         f.commit()?;
     }
@@ -328,20 +333,16 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Figures are SVG: refuse other extensions before any work is done.
+/// Figures are SVG or PNG: refuse other extensions before any work is done.
 pub fn check_plot_path(p: &std::path::Path) -> Result<(), Failure> {
     match p.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("svg") => Ok(()),
-        Some(e) if e.eq_ignore_ascii_case("png") => Err(Failure::input(
+        Some(e) if e.eq_ignore_ascii_case("svg") || e.eq_ignore_ascii_case("png") => Ok(()),
+        _ => Err(Failure::input(
             format!(
-                "cannot draw `{}`: PNG output is not built in yet",
+                "cannot draw `{}`: figures are written as SVG or PNG",
                 p.display()
             ),
-            "write an SVG file instead (for example --plot figure.svg) and convert it if needed",
-        )),
-        _ => Err(Failure::input(
-            format!("cannot draw `{}`: figures are written as SVG", p.display()),
-            "give a file name ending in .svg, for example --plot figure.svg",
+            "give a file name ending in .svg or .png, for example --plot figure.svg",
         )),
     }
 }

@@ -378,3 +378,45 @@ pub fn trajectories_svg(
     }
     Ok(svg)
 }
+
+/// DejaVu Sans (Bitstream Vera licence, see src/driver/fonts/LICENSE), embedded so that PNG figures
+/// have text on machines without system fonts.
+const FONT: &[u8] = include_bytes!("fonts/DejaVuSans.ttf");
+
+/// Rasterises one of the SVG figures above to PNG bytes, at twice the SVG's pixel size so that text
+/// stays sharp.
+pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, Failed> {
+    let mut options = resvg::usvg::Options::default();
+    options.fontdb_mut().load_font_data(FONT.to_vec());
+    options.fontdb_mut().set_sans_serif_family("DejaVu Sans");
+    options.font_family = "DejaVu Sans".to_string();
+    let tree = resvg::usvg::Tree::from_str(svg, &options).map_err(err)?;
+    let scale = 2.0;
+    let size = tree.size();
+    let (w, h) = (
+        (size.width() * scale).ceil() as u32,
+        (size.height() * scale).ceil() as u32,
+    );
+    let mut pixmap =
+        resvg::tiny_skia::Pixmap::new(w, h).ok_or_else(|| err("figure too large to rasterise"))?;
+    pixmap.fill(resvg::tiny_skia::Color::WHITE);
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::from_scale(scale, scale),
+        &mut pixmap.as_mut(),
+    );
+    pixmap.encode_png().map_err(err)
+}
+
+/// The bytes to write for a figure: SVG as is, or PNG when the path ends in `.png`.
+pub fn figure_bytes(path: &std::path::Path, svg: String) -> Result<Vec<u8>, Failed> {
+    let png = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if png {
+        svg_to_png(&svg)
+    } else {
+        Ok(svg.into_bytes())
+    }
+}
