@@ -120,6 +120,20 @@ pub fn model_diagnostic(model: &Model, d: Diagnostic) -> Failure {
     )
 }
 
+/// A progress bar of `len` steps on standard error, drawn only on a terminal (so that logs and
+/// scripts see only outputs and diagnostics).
+pub fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 /// Applies `--threads K`: the size of the global worker pool (results do not depend on it).
 pub fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
     if let Some(k) = threads {

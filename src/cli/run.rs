@@ -8,9 +8,8 @@ use crate::driver::loss::LossKind;
 use crate::driver::{self, FitError, FitOptions, FitResult, Step, data};
 use crate::estimators::Estimator;
 use crate::jit::CompiledModel;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -244,20 +243,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         max_events: args.max_events,
     };
     let names: Vec<String> = model.ir.params.iter().map(|p| p.name.clone()).collect();
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::with_draw_target(
-            Some((args.steps * args.restarts) as u64),
-            ProgressDrawTarget::stderr(),
-        );
-        if let Ok(s) =
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-        {
-            bar.set_style(s.progress_chars("=> "));
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = super::progress_bar(
+        (args.steps * args.restarts) as u64,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+    );
     let mut last_restart = 0;
     let mut progress = |s: &Step| {
         if s.restart != last_restart {
@@ -279,20 +268,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     bar.finish_and_clear();
     let result = match result {
         Ok(mut r) if args.bootstrap >= 2 => {
-            let bar = if std::io::stderr().is_terminal() {
-                let bar = ProgressBar::with_draw_target(
-                    Some(args.bootstrap as u64),
-                    ProgressDrawTarget::stderr(),
-                );
-                if let Ok(s) = ProgressStyle::with_template(
-                    "{elapsed_precise} bootstrap [{bar:30}] {pos}/{len} {msg}",
-                ) {
-                    bar.set_style(s.progress_chars("=> "));
-                }
-                bar
-            } else {
-                ProgressBar::hidden()
-            };
+            let bar = super::progress_bar(
+                args.bootstrap as u64,
+                "{elapsed_precise} bootstrap [{bar:30}] {pos}/{len} {msg}",
+            );
             let refits = driver::bootstrap(
                 &compiled,
                 &data,

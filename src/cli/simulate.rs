@@ -7,7 +7,6 @@ use crate::diagnostics::Diagnostic;
 use crate::engine::{Ensemble, SimError, SimOptions, write_trajectories};
 use crate::jit::CompiledModel;
 use crate::syntax::ast::Span;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -268,18 +267,12 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         max_events: args.max_events,
     };
     let bar = if args.trajectories >= 2 {
-        let bar = ProgressBar::with_draw_target(
-            Some(args.trajectories as u64),
-            ProgressDrawTarget::stderr(),
-        );
-        if let Ok(style) = ProgressStyle::with_template(
+        super::progress_bar(
+            args.trajectories as u64,
             "{elapsed_precise} [{bar:40}] {pos}/{len} trajectories ({eta} left)",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
+        )
     } else {
-        ProgressBar::hidden()
+        indicatif::ProgressBar::hidden()
     };
     let ensemble = Ensemble::run_observed(&compiled, &params, &options, &|| bar.inc(1));
     bar.finish_and_clear();
