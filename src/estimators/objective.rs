@@ -320,20 +320,8 @@ impl Resolver<'_> {
                         ObjectiveExpr::Call(func, args.iter().map(|a| self.outer(a)).collect())
                     }
                     Some((_, arity)) => {
-                        self.diags.push(
-                            Diagnostic::new(
-                                "rxn::objective",
-                                format!(
-                                    "`{}` takes {arity} argument{}, not {}",
-                                    f.name,
-                                    plural(arity),
-                                    args.len()
-                                ),
-                                e.span,
-                                "",
-                            )
-                            .with_help(EXAMPLE),
-                        );
+                        self.diags
+                            .push(arity_error(&f.name, arity, args.len(), e.span, EXAMPLE));
                         ObjectiveExpr::Num(f64::NAN)
                     }
                     _ => {
@@ -409,20 +397,13 @@ impl Resolver<'_> {
                     Expr::Call(func, args.iter().map(|a| self.inner(a)).collect())
                 }
                 Some((_, arity)) => {
-                    self.diags.push(
-                        Diagnostic::new(
-                            "rxn::objective",
-                            format!(
-                                "`{}` takes {arity} argument{}, not {}",
-                                f.name,
-                                plural(arity),
-                                args.len()
-                            ),
-                            e.span,
-                            "",
-                        )
-                        .with_help(FUNCTIONS_HELP),
-                    );
+                    self.diags.push(arity_error(
+                        &f.name,
+                        arity,
+                        args.len(),
+                        e.span,
+                        FUNCTIONS_HELP,
+                    ));
                     Expr::Num(f64::NAN)
                 }
                 None if ["mean", "var", "sd"].contains(&f.name.as_str()) => {
@@ -503,6 +484,20 @@ fn unknown_name(m: &ir::Model, n: &str, span: ast::Span) -> Diagnostic {
         format!("`{n}` is not a species or observable of the model"),
         span,
         "unknown",
+    )
+    .with_help(help)
+}
+
+/// A call with the wrong number of arguments.
+fn arity_error(name: &str, arity: usize, given: usize, span: ast::Span, help: &str) -> Diagnostic {
+    Diagnostic::new(
+        "rxn::objective",
+        format!(
+            "`{name}` takes {arity} argument{}, not {given}",
+            plural(arity)
+        ),
+        span,
+        "",
     )
     .with_help(help)
 }
