@@ -735,3 +735,30 @@ fn every_example_checks_and_compiles() {
     }
     assert!(seen >= 6, "only {seen} examples in {}", dir.display());
 }
+
+/// A propensity that reads time is integrated between events: `0 -> A @= 2 t` from A = 0 gives
+/// A(t) Poisson with mean t² (held fixed between events it would never fire: its propensity is 0
+/// at t = 0).
+#[test]
+fn time_dependent_propensity_is_integrated() {
+    let m = model("time.rxn", "species A = 0\n0 -> A @= 2 * t\n");
+    let ensemble = simulate(&m, 3.0, 1.0, 8000, 41).unwrap();
+    for t in [1.0, 2.0, 3.0] {
+        let xs = sample(&ensemble, "A", t);
+        let s = moments(&xs);
+        let truth = t * t;
+        // Poisson: the sample mean's variance is truth / n.
+        assert_z(
+            &format!("mean of A({t})"),
+            (s.mean - truth) / (truth / s.n).sqrt(),
+            4.0,
+        );
+        // The sample variance's variance for a Poisson law: truth/n + 2 truth^2/(n-1).
+        let se_var = (truth / s.n + 2.0 * truth * truth / (s.n - 1.0)).sqrt();
+        assert_z(
+            &format!("variance of A({t})"),
+            (s.var - truth) / se_var,
+            4.0,
+        );
+    }
+}

@@ -542,27 +542,13 @@ impl<'m> Trajectory<'m> {
                 self.fire(j)?;
                 continue;
             }
+            // Only time-dependent networks reach this point without a tree; their propensities
+            // were just recomputed at the event, so the total is exact and a scan selects.
             let r = rng.random::<f64>() * self.a0;
-            // SAFETY: x, a and params have the model's sizes.
-            match unsafe {
-                self.compiled
-                    .step_unchecked(r, &mut self.x, self.params, self.t, &mut self.a)
-            } {
-                Some((j, delta)) => self.account(j, delta)?,
-                None => {
-                    // Rounding left a0 above the true sum: re-sum and draw again.
-                    self.a0 = self.a.iter().sum();
-                    self.since_resync = 0;
-                    if self.a0 <= 0.0 {
-                        continue;
-                    }
-                    let r = rng.random::<f64>() * self.a0;
-                    let j = self
-                        .select(r)
-                        .unwrap_or_else(|| self.a.iter().rposition(|&v| v > 0.0).unwrap_or(0));
-                    self.fire(j)?;
-                }
-            }
+            let j = self
+                .select(r)
+                .unwrap_or_else(|| self.a.iter().rposition(|&v| v > 0.0).unwrap_or(0));
+            self.fire(j)?;
         }
     }
 
