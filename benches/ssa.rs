@@ -24,7 +24,7 @@ fn front_end(c: &mut Criterion) {
         b.iter(|| Model::parse("vilar.rxn", black_box(&text)).unwrap())
     });
     let model = Model::parse("vilar.rxn", &text).unwrap();
-    c.bench_function("vilar jit (simulation kernels)", |b| {
+    c.bench_function("vilar jit (all kernels)", |b| {
         b.iter(|| CompiledModel::new(black_box(&model.ir)).unwrap())
     });
     c.bench_function("vilar parse+check+jit", |b| {
