@@ -299,3 +299,28 @@ fn non_finite_propensity_derivative_is_an_error() {
         );
     }
 }
+
+/// A propensity whose derivative with respect to the state is infinite where the simulation goes:
+/// GS-ST (the estimator that reads ∂a/∂x) names the reaction and the species.
+#[test]
+fn non_finite_state_derivative_is_an_error() {
+    let model = Model::parse(
+        "m.rxn",
+        "species P\nparam k = 1\n0 -> P @= k * (1 + sqrt(P))\nP -> 0 @ 1\n",
+    )
+    .unwrap();
+    let compiled = CompiledModel::new(&model.ir).unwrap();
+    let objective = Objective::parse("mean(P)", &model.ir).unwrap();
+    let options = GradOptions {
+        t_end: 2.0,
+        trajectories: 10,
+        seed: 1,
+        estimator: Estimator::GsSt { temperature: 1.0 },
+        max_events: 1000,
+    };
+    let err = estimate_gradient(&compiled, &[1.0], &objective, &options).unwrap_err();
+    assert!(
+        err.to_string().contains("with respect to `P` is inf"),
+        "{err}"
+    );
+}

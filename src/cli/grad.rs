@@ -107,7 +107,8 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
         ));
     }
     super::set_threads(args.threads)?;
-    let compiled = CompiledModel::new(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
+    let compiled = CompiledModel::with_kernels(&model.ir, estimator.kernels())
+        .map_err(|e| Failure::Internal(e.to_string()))?;
     let params = model.ir.param_values();
     let options = GradOptions {
         t_end: args.t_end,

@@ -170,11 +170,21 @@ pub enum SimError {
     NonFiniteDerivative {
         /// The reaction.
         reaction: String,
-        /// The parameter.
+        /// The parameter, or the species for a derivative with respect to the state.
         param: String,
         /// The derivative's value.
         value: f64,
         /// When.
+        time: f64,
+        /// The state then.
+        state: Vec<(String, i64)>,
+        /// Which trajectory.
+        trajectory: usize,
+    },
+    /// The derivative of the state with respect to the parameters overflowed although every
+    /// partial derivative of the propensities was finite (gradient estimators).
+    TangentOverflow {
+        /// When it was noticed.
         time: f64,
         /// The state then.
         state: Vec<(String, i64)>,
@@ -221,6 +231,17 @@ impl fmt::Display for SimError {
                 "the derivative of reaction `{reaction}`'s propensity with respect to `{param}` is {value} \
                  at t = {time} in trajectory {trajectory} (state: {}); gradients need rate laws that are \
                  differentiable where the simulation goes. Check powers, logarithms and divisions at zero",
+                state_text(state)
+            ),
+            SimError::TangentOverflow {
+                time,
+                state,
+                trajectory,
+            } => write!(
+                f,
+                "the derivative of the state with respect to the parameters overflowed by t = {time} in \
+                 trajectory {trajectory} (state: {}). Shorten the horizon or use --estimator score, \
+                 whose tangents do not compound along the path",
                 state_text(state)
             ),
             SimError::Cancelled => f.write_str("cancelled after another trajectory failed"),

@@ -16,7 +16,7 @@ pub use objective::{Dual, LeafMoments, Objective, Statistic};
 
 use crate::engine::SimError;
 use crate::ir::{self, Expr};
-use crate::jit::CompiledModel;
+use crate::jit::{CompiledModel, Kernels};
 use rayon::prelude::*;
 use std::fmt;
 
@@ -52,6 +52,15 @@ impl Estimator {
             Estimator::Score => "score",
             Estimator::AltPath => "alt-path",
             Estimator::Fd { .. } => "fd",
+        }
+    }
+    /// The kernels the estimator runs on: compile these with
+    /// [`CompiledModel::with_kernels`](crate::jit::CompiledModel::with_kernels) to save start-up time.
+    pub fn kernels(&self) -> Kernels {
+        match self {
+            Estimator::GsSt { .. } | Estimator::Score => Kernels::PARTIALS,
+            Estimator::AltPath => Kernels::ALL,
+            Estimator::Fd { .. } => Kernels::SIMULATION,
         }
     }
     /// All names, for help texts.
@@ -221,6 +230,13 @@ pub fn estimate_gradient(
     options: &GradOptions,
 ) -> Result<GradResult, GradError> {
     let model = &compiled.model;
+    if !compiled.kernels().contains(options.estimator.kernels()) {
+        return Err(GradError::Options(format!(
+            "the {} estimator needs kernels this model was not compiled with: compile it with \
+             CompiledModel::with_kernels(model, Estimator::kernels())",
+            options.estimator.name()
+        )));
+    }
     if model.params.is_empty() {
         return Err(GradError::Options(
             "the model has no free parameters to differentiate; declare rates with `param` instead of `const`".into(),
@@ -413,6 +429,10 @@ pub fn run_timed(
     range: std::ops::Range<usize>,
 ) -> Result<TimedRecords, SimError> {
     let model = &compiled.model;
+    assert!(
+        compiled.kernels().contains(options.estimator.kernels()),
+        "compiled without the kernels the estimator needs"
+    );
     let leaves = Leaves::from_exprs(leaves.to_vec(), model);
     let fd_scales = runners::fd_scales(model, params);
     let records: Vec<Record> = range

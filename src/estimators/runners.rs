@@ -72,6 +72,20 @@ impl Partials {
             dadt: vec![0.0; nr],
         }
     }
+    /// The kernel alone: the caller checks the propensities.
+    #[inline(always)]
+    fn eval_unchecked(&mut self, c: &CompiledModel, x: &[i64], p: &[f64], t: f64) -> f64 {
+        c.partials(
+            x,
+            p,
+            t,
+            &mut self.a,
+            &mut self.dadp,
+            &mut self.dadx,
+            &mut self.dadt,
+        )
+    }
+    /// The kernel, then a diagnostic for a negative or NaN propensity or a non-finite derivative.
     fn eval(
         &mut self,
         c: &CompiledModel,
@@ -80,15 +94,7 @@ impl Partials {
         t: f64,
         index: usize,
     ) -> Result<f64, SimError> {
-        let a0 = c.partials(
-            x,
-            p,
-            t,
-            &mut self.a,
-            &mut self.dadp,
-            &mut self.dadx,
-            &mut self.dadt,
-        );
+        let a0 = self.eval_unchecked(c, x, p, t);
         if let Some(k) = self.a.iter().position(|v| !(*v >= 0.0)) {
             return Err(SimError::InvalidPropensity {
                 reaction: c.model.reactions[k].name.clone(),
@@ -191,6 +197,9 @@ pub fn extra_len(est: Estimator, nl: usize, np: usize) -> usize {
 }
 
 /// Straight-through Gumbel-Softmax. `extra` holds the pathwise derivative of every leaf, `[m][q]`.
+///
+/// Dispatches on the number of parameters so that the tangent loops, which run over parameters,
+/// have a length known at compile time for the common small cases (unrolled and vectorised).
 fn gs_st(
     c: &CompiledModel,
     p: &[f64],
@@ -200,28 +209,92 @@ fn gs_st(
     temp: f64,
     n: usize,
 ) -> Result<Record, SimError> {
-    let (nr, ns, np) = (c.n_reactions(), c.n_species(), p.len());
+    let run = match p.len() {
+        1 => gs_st_width::<1>,
+        2 => gs_st_width::<2>,
+        3 => gs_st_width::<3>,
+        4 => gs_st_width::<4>,
+        5 => gs_st_width::<5>,
+        6 => gs_st_width::<6>,
+        7 => gs_st_width::<7>,
+        8 => gs_st_width::<8>,
+        _ => gs_st_width::<0>,
+    };
+    match run(c, p, leaves, times, o, temp, n, false) {
+        // A non-finite tangent is rare: replay the trajectory (same random stream) checking every
+        // event, to name the derivative that caused it.
+        Err(SimError::TangentOverflow { .. }) => run(c, p, leaves, times, o, temp, n, true),
+        other => other,
+    }
+}
+
+/// The sparse structure GS-ST's tangent update walks, flattened.
+struct GsStLayout {
+    /// `dspecies[dspecies_start[j]..dspecies_start[j + 1]]`: the species `i` with a non-zero
+    /// ∂a_j/∂x_i.
+    dspecies_start: Vec<usize>,
+    dspecies: Vec<usize>,
+    /// `net[j]`: reaction `j`'s net change of the state.
+    net: Vec<Vec<(usize, i64)>>,
+}
+
+impl GsStLayout {
+    fn new(c: &CompiledModel) -> Self {
+        let mut dspecies_start = vec![0];
+        let mut dspecies = Vec::new();
+        for j in 0..c.n_reactions() {
+            dspecies.extend(c.pattern.dspecies.iter().filter(|e| e.0 == j).map(|e| e.1));
+            dspecies_start.push(dspecies.len());
+        }
+        let net = c.model.reactions.iter().map(|r| r.net.clone()).collect();
+        GsStLayout {
+            dspecies_start,
+            dspecies,
+            net,
+        }
+    }
+}
+
+/// GS-ST with `W` parameters (`W = 0`: any number, known only at run time). With `locate` every
+/// event checks the tangents, so that a non-finite one is reported where it first appears;
+/// without it, the state tangent is checked only where it is recorded.
+#[allow(clippy::too_many_arguments)]
+fn gs_st_width<const W: usize>(
+    c: &CompiledModel,
+    p: &[f64],
+    leaves: &Leaves,
+    times: &[f64],
+    o: &GradOptions,
+    temp: f64,
+    n: usize,
+    locate: bool,
+) -> Result<Record, SimError> {
+    let np = if W == 0 { p.len() } else { W };
+    debug_assert_eq!(np, p.len());
+    // Checked by `estimate_gradient`: the tangent below has no time component.
+    debug_assert!(c.pattern.dtime.is_empty());
+    let (nr, ns) = (c.n_reactions(), c.n_species());
+    let layout = GsStLayout::new(c);
     let mut rng = stream_rng(o.seed, n as u64);
     let mut x = c.model.initial_state();
     let mut buf = Partials::new(c);
     let mut dx = vec![0.0; ns * np];
-    let mut dt = vec![0.0; np];
-    let mut da = vec![0.0; nr * np];
-    let mut clocks = vec![0.0; nr];
-    let mut dy = vec![0.0; nr * np];
-    let mut mean_dz = vec![0.0; np];
-    let time_dependent = !c.pattern.dtime.is_empty();
-    // Softmax scratch for temperatures other than 1.
-    let (mut z, mut w) = (vec![0.0; nr], vec![0.0; nr]);
-    let stoichiometry: Vec<(usize, usize, f64)> = (c.model.reactions.iter().enumerate())
-        .flat_map(|(j, r)| r.net.iter().map(move |&(i, d)| (j, i, d as f64)))
-        .collect();
+    // Per reaction: r_j = a_j/E_j (the Gumbel-perturbed weight before normalisation) and the
+    // coefficient of its tangent (below).
+    let mut r = vec![0.0; nr];
+    let mut coef = vec![0.0; nr];
+    let mut u = vec![0.0; nr * np];
+    let mut w = vec![0.0; np];
     let mut t = 0.0;
     let mut events = 0u64;
     let (mut f, mut extra) = (Vec::new(), Vec::new());
     let mut next = 0;
     loop {
-        let a0 = buf.eval(c, &x, p, t, n)?;
+        let mut a0 = buf.eval_unchecked(c, &x, p, t);
+        if locate || buf.a.iter().fold(false, |bad, &a| bad | !(a >= 0.0)) {
+            // Names the offending reaction and derivative.
+            a0 = buf.eval(c, &x, p, t, n)?;
+        }
         if a0 <= 0.0 {
             break;
         }
@@ -229,8 +302,7 @@ fn gs_st(
         let tau = e0 / a0;
         // Observation times crossed before the next event see the current state and tangents.
         while next < times.len() && times[next] < t + tau {
-            f.extend(leaves.values(&x, p, times[next]));
-            extra.extend(leaves.pathwise(&x, &dx, p, times[next]));
+            record_pathwise(c, leaves, &x, &dx, p, times[next], n, &mut f, &mut extra)?;
             next += 1;
         }
         if t + tau > o.t_end {
@@ -240,124 +312,140 @@ fn gs_st(
             return Err(too_many(c, &x, t, o.max_events, n));
         }
         events += 1;
-        // Total tangents of the propensities: ∂a/∂θ + ∂a/∂x · dx + ∂a/∂t · dt.
-        da.copy_from_slice(&buf.dadp);
-        for &(k, i) in &c.pattern.dspecies {
-            let g = buf.dadx[k * ns + i];
-            let (out, tangent) = (&mut da[k * np..(k + 1) * np], &dx[i * np..(i + 1) * np]);
-            for (o, v) in out.iter_mut().zip(tangent) {
-                *o += g * v;
-            }
-        }
-        for &k in &c.pattern.dtime {
-            for q in 0..np {
-                da[k * np + q] += buf.dadt[k] * dt[q];
-            }
-        }
-        // Waiting time τ = E/a0: dτ = -τ da0/a0.
         t += tau;
-        // The time tangent only matters where propensities read time: skip it elsewhere.
-        if time_dependent {
-            let tau_over_a0 = tau / a0;
-            for row in da.chunks_exact(np) {
-                for (d, v) in dt.iter_mut().zip(row) {
-                    *d -= tau_over_a0 * v;
-                }
-            }
-        }
         // Reaction choice: argmax(log a_j + g_j) with Gumbel g_j = -log E_j, i.e. argmax a_j/E_j.
-        let mut best = 0;
-        let mut best_rate = -1.0;
+        for e in coef.iter_mut() {
+            *e = Exp1.sample(&mut rng);
+        }
+        let (mut best, mut best_rate, mut total) = (0, -1.0, 0.0);
         for j in 0..nr {
-            let e: f64 = Exp1.sample(&mut rng);
-            clocks[j] = e;
-            let r = buf.a[j] / e;
-            if r > best_rate {
-                best_rate = r;
-                best = j;
-            }
+            let inv_e = 1.0 / coef[j];
+            let rj = buf.a[j] * inv_e;
+            // A reaction that cannot fire has y_j = 0 and contributes nothing: its tangent in
+            // a-space, da_j/(E_j Σ a/E), is heavy-tailed in 1/E_j and is not taken.
+            coef[j] = if buf.a[j] > 0.0 { inv_e } else { 0.0 };
+            r[j] = rj;
+            total += rj;
+            let better = rj > best_rate;
+            best = if better { j } else { best };
+            best_rate = if better { rj } else { best_rate };
         }
-        // Tangent of y = softmax((log a + g)/temperature), dz_j = da_j/a_j: at temperature 1,
-        // y_j ∝ a_j/E_j and y_j dz_j = (da_j/E_j)/Σ a/E, so no logarithm or exponential is needed.
-        if temp == 1.0 {
-            // One division per channel, not per (channel, parameter): coef_j = 1/(E_j Σ a/E).
-            let mut total = 0.0;
-            for j in 0..nr {
-                clocks[j] = 1.0 / clocks[j];
-                total += buf.a[j] * clocks[j];
-            }
-            let inv_total = 1.0 / total;
-            mean_dz.iter_mut().for_each(|m| *m = 0.0);
-            for j in 0..nr {
-                // A reaction that cannot fire has y_j = 0 and contributes nothing: its tangent in
-                // a-space, da_j/(E_j Σ a/E), is heavy-tailed in 1/E_j and is not taken.
-                let coef = if buf.a[j] > 0.0 {
-                    clocks[j] * inv_total
-                } else {
-                    0.0
-                };
-                clocks[j] = coef;
-                let (row, out) = (&da[j * np..(j + 1) * np], &mut dy[j * np..(j + 1) * np]);
-                for q in 0..np {
-                    let v = row[q] * coef;
-                    out[q] = v;
-                    mean_dz[q] += v;
-                }
-            }
-            for j in 0..nr {
-                let y = buf.a[j] * clocks[j];
-                let out = &mut dy[j * np..(j + 1) * np];
-                for q in 0..np {
-                    out[q] -= y * mean_dz[q];
-                }
-            }
+        // The tangent of y = softmax((log a + g)/temperature) is dy_j = u_j - y_j Σ_k u_k with
+        // u_j = y_j da_j/(temperature a_j). At temperature 1, y_j = r_j/Σr and
+        // u_j = (da_j/E_j)/Σr: no logarithm or exponential, and the division by Σr is left to
+        // the end (`scale`), off the critical path.
+        let scale = if temp == 1.0 {
+            1.0 / total
         } else {
-            for j in 0..nr {
-                z[j] = if buf.a[j] > 0.0 {
-                    (buf.a[j].ln() - clocks[j].ln()) / temp
-                } else {
-                    f64::NEG_INFINITY
-                };
-            }
-            let zmax = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            for j in 0..nr {
-                w[j] = (z[j] - zmax).exp();
-            }
-            let total: f64 = w.iter().sum();
-            mean_dz.iter_mut().for_each(|m| *m = 0.0);
-            for j in 0..nr {
-                let y = w[j] / total;
-                for q in 0..np {
-                    let dz = if buf.a[j] > 0.0 {
-                        da[j * np + q] / buf.a[j]
-                    } else {
-                        0.0
-                    };
-                    dy[j * np + q] = dz;
-                    mean_dz[q] += y * dz;
+            softmax_at_temperature(&buf.a, temp, &mut r, &mut coef);
+            1.0
+        };
+        // u_j (unscaled) = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i), and Σ_j u_j into `w`.
+        w.iter_mut().for_each(|v| *v = 0.0);
+        for j in 0..nr {
+            let uj = &mut u[j * np..(j + 1) * np];
+            uj.copy_from_slice(&buf.dadp[j * np..(j + 1) * np]);
+            for &i in &layout.dspecies[layout.dspecies_start[j]..layout.dspecies_start[j + 1]] {
+                let g = buf.dadx[j * ns + i];
+                for (v, d) in uj.iter_mut().zip(&dx[i * np..(i + 1) * np]) {
+                    *v += g * d;
                 }
             }
-            for j in 0..nr {
-                let y = w[j] / total;
-                for q in 0..np {
-                    dy[j * np + q] = y * (dy[j * np + q] - mean_dz[q]) / temp;
+            let cj = coef[j];
+            for (v, wq) in uj.iter_mut().zip(w.iter_mut()) {
+                *v *= cj;
+                *wq += *v;
+            }
+        }
+        // Straight-through: the state moves by the chosen reaction, its tangent by
+        // S·dy = scale · Σ_j S_j (u_j - r_j scale Σ_k u_k).
+        w.iter_mut().for_each(|v| *v *= scale);
+        for j in 0..nr {
+            let (uj, rj) = (&u[j * np..(j + 1) * np], r[j]);
+            for &(i, d) in &layout.net[j] {
+                let sd = scale * d as f64;
+                for ((v, uq), wq) in dx[i * np..(i + 1) * np].iter_mut().zip(uj).zip(&w) {
+                    *v += sd * (uq - rj * wq);
                 }
             }
         }
-        // Straight-through: the state moves by the chosen reaction, its tangent by S·dy.
-        for &(j, i, d) in &stoichiometry {
-            let (out, row) = (&mut dx[i * np..(i + 1) * np], &dy[j * np..(j + 1) * np]);
-            for (o, v) in out.iter_mut().zip(row) {
-                *o += d * v;
-            }
+        for &(i, d) in &layout.net[best] {
+            x[i] += d;
         }
-        apply(c, best, &mut x);
+        if locate && dx.iter().any(|v| !v.is_finite()) {
+            // `eval` has checked ∂a/∂θ at this event; the tangent also reads ∂a/∂x.
+            let bad =
+                (c.pattern.dspecies.iter()).find(|&&(k, i)| !buf.dadx[k * ns + i].is_finite());
+            if let Some(&(k, i)) = bad {
+                return Err(SimError::NonFiniteDerivative {
+                    reaction: c.model.reactions[k].name.clone(),
+                    param: c.model.species[i].name.clone(),
+                    value: buf.dadx[k * ns + i],
+                    time: t,
+                    state: named_state(c, &x),
+                    trajectory: n,
+                });
+            }
+            return Err(non_finite_tangent(c, &x, t, n));
+        }
     }
     for &tk in &times[next..] {
-        f.extend(leaves.values(&x, p, tk));
-        extra.extend(leaves.pathwise(&x, &dx, p, tk));
+        record_pathwise(c, leaves, &x, &dx, p, tk, n, &mut f, &mut extra)?;
     }
     Ok(Record { f, extra, events })
+}
+
+/// y = softmax((log a - log E)/temperature) from `y` = a/E, and c_j = y_j/(temperature a_j)
+/// (0 where a_j = 0), written over `y` and `coef`.
+fn softmax_at_temperature(a: &[f64], temp: f64, y: &mut [f64], coef: &mut [f64]) {
+    let mut zmax = f64::NEG_INFINITY;
+    for v in y.iter_mut() {
+        *v = if *v > 0.0 {
+            v.ln() / temp
+        } else {
+            f64::NEG_INFINITY
+        };
+        zmax = zmax.max(*v);
+    }
+    let mut total = 0.0;
+    for v in y.iter_mut() {
+        *v = (*v - zmax).exp();
+        total += *v;
+    }
+    for ((v, cj), &aj) in y.iter_mut().zip(coef.iter_mut()).zip(a) {
+        *v /= total;
+        *cj = if aj > 0.0 { *v / (temp * aj) } else { 0.0 };
+    }
+}
+
+/// Records the leaves and their pathwise derivatives at time `tk`; a non-finite derivative is
+/// reported (the caller replays the trajectory to locate it).
+#[allow(clippy::too_many_arguments)]
+fn record_pathwise(
+    c: &CompiledModel,
+    leaves: &Leaves,
+    x: &[i64],
+    dx: &[f64],
+    p: &[f64],
+    tk: f64,
+    n: usize,
+    f: &mut Vec<f64>,
+    extra: &mut Vec<f64>,
+) -> Result<(), SimError> {
+    if dx.iter().any(|v| !v.is_finite()) {
+        return Err(non_finite_tangent(c, x, tk, n));
+    }
+    f.extend(leaves.values(x, p, tk));
+    extra.extend(leaves.pathwise(x, dx, p, tk));
+    Ok(())
+}
+
+fn non_finite_tangent(c: &CompiledModel, x: &[i64], t: f64, n: usize) -> SimError {
+    SimError::TangentOverflow {
+        time: t,
+        state: named_state(c, x),
+        trajectory: n,
+    }
 }
 
 /// Likelihood ratio. `extra` holds the score (P) and then the leaves' direct derivatives `[m][q]`.
@@ -748,4 +836,82 @@ pub fn moments(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::estimators::Objective;
+
+    fn telegraph() -> (CompiledModel, Vec<f64>) {
+        let model = crate::Model::parse(
+            "telegraph.rxn",
+            "species Goff = 1, Gon = 0, M = 0\nparam kon = 0.5, koff = 1, ktx = 10, kdeg = 1\n\
+             Goff <-> Gon @ kon, koff\nGon -> Gon + M @ ktx\nM -> 0 @ kdeg\n",
+        )
+        .unwrap();
+        let params = model.ir.param_values();
+        (CompiledModel::new(&model.ir).unwrap(), params)
+    }
+
+    fn options(temperature: f64) -> GradOptions {
+        GradOptions {
+            t_end: 20.0,
+            trajectories: 1,
+            seed: 7,
+            estimator: Estimator::GsSt { temperature },
+            max_events: 1_000_000,
+        }
+    }
+
+    /// The loops specialised to four parameters compute what the any-width loops compute.
+    #[test]
+    fn gs_st_fixed_width_matches_any_width() {
+        let (c, p) = telegraph();
+        let objective = Objective::parse("mean(M)", &c.model).unwrap();
+        let leaves = Leaves::new(&objective, &c.model);
+        for temperature in [1.0, 0.5] {
+            let o = options(temperature);
+            for n in 0..20 {
+                type Runner = fn(
+                    &CompiledModel,
+                    &[f64],
+                    &Leaves,
+                    &[f64],
+                    &GradOptions,
+                    f64,
+                    usize,
+                    bool,
+                ) -> Result<Record, SimError>;
+                let run = |f: Runner| -> Record {
+                    f(&c, &p, &leaves, &[5.0, 20.0], &o, temperature, n, false).unwrap()
+                };
+                let (fixed, any) = (run(gs_st_width::<4>), run(gs_st_width::<0>));
+                assert_eq!((fixed.f, fixed.events), (any.f, any.events));
+                for (a, b) in fixed.extra.iter().zip(&any.extra) {
+                    assert!((a - b).abs() <= 1e-12 * a.abs().max(1.0), "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// The softmax at temperature 1 taken the general way (logarithms, exponentials) gives the
+    /// weights and tangent coefficients of the closed form the hot loop uses.
+    #[test]
+    fn softmax_at_temperature_one_is_the_closed_form() {
+        let a = [0.0, 2.5, 0.25, 7.0, 1e-3];
+        let e = [0.3, 1.7, 0.01, 2.2, 0.9];
+        let mut y: Vec<f64> = a.iter().zip(&e).map(|(a, e)| a / e).collect();
+        let total: f64 = y.iter().sum();
+        let closed_y: Vec<f64> = y.iter().map(|r| r / total).collect();
+        let closed_coef: Vec<f64> = (a.iter().zip(&e))
+            .map(|(&a, &e)| if a > 0.0 { 1.0 / (e * total) } else { 0.0 })
+            .collect();
+        let mut coef = vec![f64::NAN; a.len()];
+        softmax_at_temperature(&a, 1.0, &mut y, &mut coef);
+        for j in 0..a.len() {
+            assert!((y[j] - closed_y[j]).abs() < 1e-14, "y[{j}]");
+            assert!((coef[j] - closed_coef[j]).abs() < 1e-12 * closed_coef[j].max(1.0));
+        }
+    }
 }

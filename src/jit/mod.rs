@@ -68,16 +68,53 @@ extern "C" fn rxnc_pow(x: f64, y: f64) -> f64 {
     x.powf(y)
 }
 
+/// Which kernels to generate. Each costs start-up time (a few hundred microseconds on small
+/// models), which matters to short runs such as one gradient of 256 trajectories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernels {
+    /// `propensities`, `fire` and `step`: what the exact simulator needs.
+    pub simulation: bool,
+    /// `partials`: propensities with their derivatives, for the gradient estimators.
+    pub partials: bool,
+}
+
+impl Kernels {
+    /// Every kernel.
+    pub const ALL: Kernels = Kernels {
+        simulation: true,
+        partials: true,
+    };
+    /// The simulation kernels only.
+    pub const SIMULATION: Kernels = Kernels {
+        simulation: true,
+        partials: false,
+    };
+    /// The partial-derivative kernel only.
+    pub const PARTIALS: Kernels = Kernels {
+        simulation: false,
+        partials: true,
+    };
+
+    /// Whether every kernel in `other` is in `self`.
+    pub fn contains(self, other: Kernels) -> bool {
+        (self.simulation || !other.simulation) && (self.partials || !other.partials)
+    }
+}
+
+struct SimulationFns {
+    propensities: PropensitiesFn,
+    fire: FireFn,
+    step: StepFn,
+}
+
 /// A model compiled to machine code. Cheap to share between threads.
 pub struct CompiledModel {
     module: Option<JITModule>,
-    propensities: PropensitiesFn,
-    fire: FireFn,
+    simulation: Option<SimulationFns>,
     observables: ObservablesFn,
     partials: Option<PartialsFn>,
-    step: StepFn,
     /// Which partial derivatives are structurally non-zero (the others are never written); empty
-    /// when compiled with [`CompiledModel::for_simulation`].
+    /// when compiled without the partials kernel.
     pub pattern: PartialsPattern,
     /// The checked model the kernels were generated from.
     pub model: ir::Model,
@@ -111,30 +148,43 @@ impl CompiledModel {
     /// Compiles a checked model: the simulation kernels and the partial-derivative kernel that the
     /// gradient estimators use.
     pub fn new(model: &ir::Model) -> Result<CompiledModel, JitError> {
-        Self::build(model, false, true)
+        Self::build(model, false, Kernels::ALL)
     }
 
     /// Compiles only the simulation kernels (faster to compile; [`CompiledModel::partials`] is
     /// then unavailable).
     pub fn for_simulation(model: &ir::Model) -> Result<CompiledModel, JitError> {
-        Self::build(model, false, false)
+        Self::build(model, false, Kernels::SIMULATION)
+    }
+
+    /// Compiles only the given kernels; calling one that was left out panics.
+    pub fn with_kernels(model: &ir::Model, kernels: Kernels) -> Result<CompiledModel, JitError> {
+        Self::build(model, false, kernels)
     }
 
     /// Compiles a checked model and keeps the generated Cranelift IR in [`CompiledModel::clif`].
     pub fn with_clif(model: &ir::Model) -> Result<CompiledModel, JitError> {
-        Self::build(model, true, true)
+        Self::build(model, true, Kernels::ALL)
+    }
+
+    /// The kernels this model was compiled with.
+    pub fn kernels(&self) -> Kernels {
+        Kernels {
+            simulation: self.simulation.is_some(),
+            partials: self.partials.is_some(),
+        }
     }
 
     fn build(
         model: &ir::Model,
         keep_clif: bool,
-        with_partials: bool,
+        kernels: Kernels,
     ) -> Result<CompiledModel, JitError> {
         let mut flags = settings::builder();
         // Cranelift's optimiser (GVN, constant folding) pays off on rich rate laws and on the
         // derivative kernels; on pure mass action it changes nothing measurable (same ns/event on
         // the telegraph model) and costs 0.6 ms of start-up, a tenth of a short run.
-        let rich = with_partials
+        let rich = kernels.partials
             || !model.observables.is_empty()
             || model.reactions.iter().any(|r| r.law == ir::RateLaw::Full);
         flags
@@ -144,6 +194,18 @@ impl CompiledModel {
             .set("use_colocated_libcalls", "false")
             .map_err(jit_err)?;
         flags.set("is_pic", "false").map_err(jit_err)?;
+        // The verifier re-checks every generated function (a fifth of the JIT time); the property
+        // tests run it in debug builds, where a generator bug would show.
+        flags
+            .set(
+                "enable_verifier",
+                if cfg!(debug_assertions) {
+                    "true"
+                } else {
+                    "false"
+                },
+            )
+            .map_err(jit_err)?;
         let isa_builder = cranelift_native::builder().map_err(jit_err)?;
         let isa = isa_builder
             .finish(settings::Flags::new(flags))
@@ -156,10 +218,17 @@ impl CompiledModel {
 
         let mut generator = Generator::new(&mut module, model)?;
         let mut clif = keep_clif.then(String::new);
-        let propensities = generator.propensities(clif.as_mut())?;
-        let fire = generator.fire(clif.as_mut())?;
+        let simulation = if kernels.simulation {
+            Some((
+                generator.propensities(clif.as_mut())?,
+                generator.fire(clif.as_mut())?,
+                generator.step(clif.as_mut())?,
+            ))
+        } else {
+            None
+        };
         let observables = generator.observables(clif.as_mut())?;
-        let (partials, pattern) = if with_partials {
+        let (partials, pattern) = if kernels.partials {
             let (id, pattern) = generator.partials(clif.as_mut())?;
             (Some(id), pattern)
         } else {
@@ -172,34 +241,31 @@ impl CompiledModel {
                 },
             )
         };
-        let step = generator.step(clif.as_mut())?;
         module.finalize_definitions().map_err(jit_err)?;
-        // SAFETY: generated with exactly this signature.
-        let step = unsafe {
-            std::mem::transmute::<*const u8, StepFn>(module.get_finalized_function(step))
-        };
+        // SAFETY (all transmutes below): the signatures are the ones the functions were generated
+        // with.
         let partials = partials.map(|id| unsafe {
             std::mem::transmute::<*const u8, PartialsFn>(module.get_finalized_function(id))
         });
-        // SAFETY: the signatures below are the ones the functions were generated with.
-        let (propensities, fire, observables) = unsafe {
-            (
-                std::mem::transmute::<*const u8, PropensitiesFn>(
+        let simulation = simulation.map(|(propensities, fire, step)| unsafe {
+            SimulationFns {
+                propensities: std::mem::transmute::<*const u8, PropensitiesFn>(
                     module.get_finalized_function(propensities),
                 ),
-                std::mem::transmute::<*const u8, FireFn>(module.get_finalized_function(fire)),
-                std::mem::transmute::<*const u8, ObservablesFn>(
-                    module.get_finalized_function(observables),
-                ),
+                fire: std::mem::transmute::<*const u8, FireFn>(module.get_finalized_function(fire)),
+                step: std::mem::transmute::<*const u8, StepFn>(module.get_finalized_function(step)),
+            }
+        });
+        let observables = unsafe {
+            std::mem::transmute::<*const u8, ObservablesFn>(
+                module.get_finalized_function(observables),
             )
         };
         Ok(CompiledModel {
             module: Some(module),
-            propensities,
-            fire,
+            simulation,
             observables,
             partials,
-            step,
             pattern,
             model: model.clone(),
             clif,
@@ -215,13 +281,20 @@ impl CompiledModel {
         self.model.reactions.len()
     }
 
+    #[inline(always)]
+    fn simulation(&self) -> &SimulationFns {
+        self.simulation.as_ref().expect(
+            "this CompiledModel was compiled without the simulation kernels: use Kernels::SIMULATION",
+        )
+    }
+
     /// Computes every propensity into `a` and returns their sum.
     #[inline]
     pub fn propensities(&self, x: &[i64], p: &[f64], t: f64, a: &mut [f64]) -> f64 {
         assert!(x.len() >= self.n_species() && p.len() >= self.model.params.len());
         assert!(a.len() >= self.n_reactions());
         // SAFETY: lengths checked above; the kernel reads x[..n_species], p[..n_params] and writes a[..n_reactions].
-        unsafe { (self.propensities)(x.as_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
+        unsafe { (self.simulation().propensities)(x.as_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
     }
 
     /// Fires reaction `j`: updates `x` and the propensities that depend on it in `a`, returning the
@@ -239,7 +312,7 @@ impl CompiledModel {
         t: f64,
         a: &mut [f64],
     ) -> f64 {
-        unsafe { (self.fire)(j as i64, x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
+        unsafe { (self.simulation().fire)(j as i64, x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
     }
 
     /// Selects the reaction whose cumulative propensity first exceeds `r` and fires it, returning
@@ -259,8 +332,9 @@ impl CompiledModel {
     ) -> Option<(usize, f64)> {
         let mut j = -1i64;
         // SAFETY: as documented; the kernel writes j and the slices' first n entries only.
-        let delta =
-            unsafe { (self.step)(x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr(), r, &mut j) };
+        let delta = unsafe {
+            (self.simulation().step)(x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr(), r, &mut j)
+        };
         (j >= 0).then_some((j as usize, delta))
     }
 
@@ -302,7 +376,7 @@ impl CompiledModel {
         // SAFETY: lengths checked above; the kernel writes inside these bounds only.
         unsafe {
             (self.partials.expect(
-                "CompiledModel::for_simulation has no partials kernel: use CompiledModel::new",
+                "this CompiledModel was compiled without the partials kernel: use Kernels::PARTIALS",
             ))(
                 x.as_ptr(),
                 p.as_ptr(),
