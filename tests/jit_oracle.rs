@@ -16,7 +16,8 @@ fn same(jit: f64, oracle: f64) -> bool {
 fn compile(text: &str) -> (Model, CompiledModel) {
     let model = Model::parse("generated.rxn", text)
         .unwrap_or_else(|e| panic!("{text}\n{}", e.render(rxnc::diagnostics::Style::Plain)));
-    let compiled = CompiledModel::new(&model.ir).expect("every checked model compiles");
+    // `with_clif` also runs Cranelift's verifier on the generated kernels.
+    let compiled = CompiledModel::with_clif(&model.ir).expect("every checked model compiles");
     (model, compiled)
 }
 

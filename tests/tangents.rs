@@ -29,7 +29,8 @@ use common::{PARAMS, SPECIES, expression};
 fn compile(text: &str) -> CompiledModel {
     let model = Model::parse("generated.rxn", text)
         .unwrap_or_else(|e| panic!("{text}\n{}", e.render(rxnc::diagnostics::Style::Plain)));
-    CompiledModel::new(&model.ir).expect("every checked model compiles")
+    // `with_clif` also runs Cranelift's verifier on the generated kernels.
+    CompiledModel::with_clif(&model.ir).expect("every checked model compiles")
 }
 
 fn same(a: f64, b: f64) -> bool {
