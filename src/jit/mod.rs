@@ -101,16 +101,37 @@ impl Kernels {
     }
 }
 
-struct SimulationFns {
-    propensities: PropensitiesFn,
-    fire: FireFn,
-    step: StepFn,
+// Stand-ins for kernels that were not compiled, so that the hot loops call a plain function
+// pointer (no Option to test per event). The safe entry points check first; the `unsafe` ones
+// document the requirement, and these stubs make a violation an abort with a message, not UB.
+extern "C" fn missing_propensities(_: *const i64, _: *const f64, _: f64, _: *mut f64) -> f64 {
+    missing_simulation_kernels()
+}
+extern "C" fn missing_fire(_: i64, _: *mut i64, _: *const f64, _: f64, _: *mut f64) -> f64 {
+    missing_simulation_kernels()
+}
+extern "C" fn missing_step(
+    _: *mut i64,
+    _: *const f64,
+    _: f64,
+    _: *mut f64,
+    _: f64,
+    _: *mut i64,
+) -> f64 {
+    missing_simulation_kernels()
+}
+fn missing_simulation_kernels() -> ! {
+    eprintln!("internal error: a simulation kernel was called on a model compiled without them");
+    std::process::abort()
 }
 
 /// A model compiled to machine code. Cheap to share between threads.
 pub struct CompiledModel {
     module: Option<JITModule>,
-    simulation: Option<SimulationFns>,
+    kernels: Kernels,
+    propensities: PropensitiesFn,
+    fire: FireFn,
+    step: StepFn,
     observables: ObservablesFn,
     partials: Option<PartialsFn>,
     /// Which partial derivatives are structurally non-zero (the others are never written); empty
@@ -171,10 +192,7 @@ impl CompiledModel {
 
     /// The kernels this model was compiled with.
     pub fn kernels(&self) -> Kernels {
-        Kernels {
-            simulation: self.simulation.is_some(),
-            partials: self.partials.is_some(),
-        }
+        self.kernels
     }
 
     fn build(
@@ -249,15 +267,22 @@ impl CompiledModel {
         let partials = partials.map(|id| unsafe {
             std::mem::transmute::<*const u8, PartialsFn>(module.get_finalized_function(id))
         });
-        let simulation = simulation.map(|(propensities, fire, step)| unsafe {
-            SimulationFns {
-                propensities: std::mem::transmute::<*const u8, PropensitiesFn>(
-                    module.get_finalized_function(propensities),
-                ),
-                fire: std::mem::transmute::<*const u8, FireFn>(module.get_finalized_function(fire)),
-                step: std::mem::transmute::<*const u8, StepFn>(module.get_finalized_function(step)),
-            }
-        });
+        let (propensities, fire, step) = match simulation {
+            Some((propensities, fire, step)) => unsafe {
+                (
+                    std::mem::transmute::<*const u8, PropensitiesFn>(
+                        module.get_finalized_function(propensities),
+                    ),
+                    std::mem::transmute::<*const u8, FireFn>(module.get_finalized_function(fire)),
+                    std::mem::transmute::<*const u8, StepFn>(module.get_finalized_function(step)),
+                )
+            },
+            None => (
+                missing_propensities as PropensitiesFn,
+                missing_fire as FireFn,
+                missing_step as StepFn,
+            ),
+        };
         let observables = unsafe {
             std::mem::transmute::<*const u8, ObservablesFn>(
                 module.get_finalized_function(observables),
@@ -265,7 +290,10 @@ impl CompiledModel {
         };
         Ok(CompiledModel {
             module: Some(module),
-            simulation,
+            kernels,
+            propensities,
+            fire,
+            step,
             observables,
             partials,
             pattern,
@@ -283,20 +311,21 @@ impl CompiledModel {
         self.model.reactions.len()
     }
 
-    #[inline(always)]
-    fn simulation(&self) -> &SimulationFns {
-        self.simulation.as_ref().expect(
-            "this CompiledModel was compiled without the simulation kernels: use Kernels::SIMULATION",
-        )
+    fn assert_simulation(&self) {
+        assert!(
+            self.kernels.simulation,
+            "this CompiledModel was compiled without the simulation kernels: use Kernels::SIMULATION"
+        );
     }
 
     /// Computes every propensity into `a` and returns their sum.
     #[inline]
     pub fn propensities(&self, x: &[i64], p: &[f64], t: f64, a: &mut [f64]) -> f64 {
+        self.assert_simulation();
         assert!(x.len() >= self.n_species() && p.len() >= self.model.params.len());
         assert!(a.len() >= self.n_reactions());
         // SAFETY: lengths checked above; the kernel reads x[..n_species], p[..n_params] and writes a[..n_reactions].
-        unsafe { (self.simulation().propensities)(x.as_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
+        unsafe { (self.propensities)(x.as_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
     }
 
     /// Fires reaction `j`: updates `x` and the propensities that depend on it in `a`, returning the
@@ -304,7 +333,8 @@ impl CompiledModel {
     ///
     /// # Safety
     /// `j < n_reactions`, `x.len() >= n_species`, `p.len() >= n_params`, `a.len() >= n_reactions`:
-    /// unchecked because this is the simulator's innermost call.
+    /// unchecked because this is the simulator's innermost call. Compiled with
+    /// [`Kernels::simulation`] (otherwise the process aborts).
     #[inline(always)]
     pub unsafe fn fire_unchecked(
         &self,
@@ -314,7 +344,7 @@ impl CompiledModel {
         t: f64,
         a: &mut [f64],
     ) -> f64 {
-        unsafe { (self.simulation().fire)(j as i64, x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
+        unsafe { (self.fire)(j as i64, x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr()) }
     }
 
     /// Selects the reaction whose cumulative propensity first exceeds `r` and fires it, returning
@@ -335,13 +365,14 @@ impl CompiledModel {
         let mut j = -1i64;
         // SAFETY: as documented; the kernel writes j and the slices' first n entries only.
         let delta = unsafe {
-            (self.simulation().step)(x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr(), r, &mut j)
+            (self.step)(x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr(), r, &mut j)
         };
         (j >= 0).then_some((j as usize, delta))
     }
 
     /// Safe form of [`CompiledModel::fire_unchecked`].
     pub fn fire(&self, j: usize, x: &mut [i64], p: &[f64], t: f64, a: &mut [f64]) -> f64 {
+        self.assert_simulation();
         assert!(
             j < self.n_reactions()
                 && x.len() >= self.n_species()
