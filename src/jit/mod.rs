@@ -364,9 +364,8 @@ impl CompiledModel {
     ) -> Option<(usize, f64)> {
         let mut j = -1i64;
         // SAFETY: as documented; the kernel writes j and the slices' first n entries only.
-        let delta = unsafe {
-            (self.step)(x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr(), r, &mut j)
-        };
+        let delta =
+            unsafe { (self.step)(x.as_mut_ptr(), p.as_ptr(), t, a.as_mut_ptr(), r, &mut j) };
         (j >= 0).then_some((j as usize, delta))
     }
 
