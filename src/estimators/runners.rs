@@ -340,34 +340,10 @@ fn gs_st_width<const W: usize>(
             softmax_at_temperature(&buf.a, temp, &mut r, &mut coef);
             1.0
         };
-        // u_j (unscaled) = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i), and Σ_j u_j into `w`.
-        w.iter_mut().for_each(|v| *v = 0.0);
-        for j in 0..nr {
-            let uj = &mut u[j * np..(j + 1) * np];
-            uj.copy_from_slice(&buf.dadp[j * np..(j + 1) * np]);
-            for &i in &layout.dspecies[layout.dspecies_start[j]..layout.dspecies_start[j + 1]] {
-                let g = buf.dadx[j * ns + i];
-                for (v, d) in uj.iter_mut().zip(&dx[i * np..(i + 1) * np]) {
-                    *v += g * d;
-                }
-            }
-            let cj = coef[j];
-            for (v, wq) in uj.iter_mut().zip(w.iter_mut()) {
-                *v *= cj;
-                *wq += *v;
-            }
-        }
-        // Straight-through: the state moves by the chosen reaction, its tangent by
-        // S·dy = scale · Σ_j S_j (u_j - r_j scale Σ_k u_k).
-        w.iter_mut().for_each(|v| *v *= scale);
-        for j in 0..nr {
-            let (uj, rj) = (&u[j * np..(j + 1) * np], r[j]);
-            for &(i, d) in &layout.net[j] {
-                let sd = scale * d as f64;
-                for ((v, uq), wq) in dx[i * np..(i + 1) * np].iter_mut().zip(uj).zip(&w) {
-                    *v += sd * (uq - rj * wq);
-                }
-            }
+        if c.has_gs_st_tangent() {
+            c.gs_st_tangent(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut dx);
+        } else {
+            tangent_update::<W>(&layout, &buf, &coef, &r, scale, &mut dx, &mut u, &mut w);
         }
         for &(i, d) in &layout.net[best] {
             x[i] += d;
@@ -393,6 +369,50 @@ fn gs_st_width<const W: usize>(
         record_pathwise(c, leaves, &x, &dx, p, tk, n, &mut f, &mut extra)?;
     }
     Ok(Record { f, extra, events })
+}
+
+/// GS-ST's state-tangent update for one event, in generic loops (the JIT's unrolled kernel,
+/// [`CompiledModel::gs_st_tangent`], does the same operations in the same order): with
+/// `u_j = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i)` and `w = scale Σ_j u_j`, adds
+/// `scale S_ij (u_j - r_j w)` to `dx_i`, reaction by reaction.
+#[allow(clippy::too_many_arguments)]
+fn tangent_update<const W: usize>(
+    layout: &GsStLayout,
+    buf: &Partials,
+    coef: &[f64],
+    r: &[f64],
+    scale: f64,
+    dx: &mut [f64],
+    u: &mut [f64],
+    w: &mut [f64],
+) {
+    let np = if W == 0 { w.len() } else { W };
+    let ns = dx.len() / np;
+    w.iter_mut().for_each(|v| *v = 0.0);
+    for (j, &cj) in coef.iter().enumerate() {
+        let uj = &mut u[j * np..(j + 1) * np];
+        uj.copy_from_slice(&buf.dadp[j * np..(j + 1) * np]);
+        for &i in &layout.dspecies[layout.dspecies_start[j]..layout.dspecies_start[j + 1]] {
+            let g = buf.dadx[j * ns + i];
+            for (v, d) in uj.iter_mut().zip(&dx[i * np..(i + 1) * np]) {
+                *v += g * d;
+            }
+        }
+        for (v, wq) in uj.iter_mut().zip(w.iter_mut()) {
+            *v *= cj;
+            *wq += *v;
+        }
+    }
+    w.iter_mut().for_each(|v| *v *= scale);
+    for (j, &rj) in r.iter().enumerate() {
+        let uj = &u[j * np..(j + 1) * np];
+        for &(i, d) in &layout.net[j] {
+            let sd = scale * d as f64;
+            for ((v, uq), wq) in dx[i * np..(i + 1) * np].iter_mut().zip(uj).zip(w.iter()) {
+                *v += sd * (uq - rj * wq);
+            }
+        }
+    }
 }
 
 /// y = softmax((log a - log E)/temperature) from `y` = a/E, and c_j = y_j/(temperature a_j)
@@ -890,6 +910,70 @@ mod tests {
                 assert_eq!((fixed.f, fixed.events), (any.f, any.events));
                 for (a, b) in fixed.extra.iter().zip(&any.extra) {
                     assert!((a - b).abs() <= 1e-12 * a.abs().max(1.0), "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// Models of every shape the tangent kernel meets: higher-order mass action, full rate laws
+    /// with Hill functions and divisions, reactions with no parameter, more parameters than the
+    /// specialised widths (the generic loop), catalytic reactions with an empty net change.
+    const TANGENT_MODELS: [&str; 6] = [
+        include_str!("../../examples/michaelis_menten.rxn"),
+        include_str!("../../examples/autorepressor.rxn"),
+        include_str!("../../examples/lotka_volterra.rxn"),
+        "species A = 30, B = 4\nparam k1 = 0.2, k2 = 1.5\nconst c = 2\n\
+         2A -> B @ k1\nB -> 2A @ k2\n3A -> 2A + B @ c\nA + B -> A + B @ k1\n",
+        "species X = 5, Y = 2\nparam a = 1, b = 2, c = 3, d = 4, e = 5, f = 6, g = 7, h = 8, i = 9\n\
+         0 -> X @= a * hill(Y, b, c) + d / (1 + e * X)\nX -> Y @ f\nY -> 0 @= g * Y^2 / (h + Y) + i\n",
+        "species Goff = 1, Gon = 0, M = 0\nparam kon = 0.5, koff = 1, ktx = 10, kdeg = 1\n\
+         Goff <-> Gon @ kon, koff\nGon -> Gon + M @ ktx\nM -> 0 @ kdeg\n",
+    ];
+
+    /// The unrolled JIT kernel performs the generic loops' operations in their order: the two
+    /// agree to the bit on random partial derivatives, coefficients and tangents.
+    #[test]
+    fn tangent_kernel_matches_generic_loops() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
+        for text in TANGENT_MODELS {
+            let model = crate::Model::parse("m.rxn", text).unwrap();
+            let c = CompiledModel::new(&model.ir).unwrap();
+            assert!(c.has_gs_st_tangent());
+            let (nr, ns, np) = (c.n_reactions(), c.n_species(), c.model.params.len());
+            let layout = GsStLayout::new(&c);
+            let mut buf = Partials::new(&c);
+            for _ in 0..200 {
+                let mut value = || rng.random_range(-3.0..3.0);
+                // Only the structurally non-zero partials are ever written.
+                for &(k, q) in &c.pattern.dparam {
+                    buf.dadp[k * np + q] = value();
+                }
+                for &(k, i) in &c.pattern.dspecies {
+                    buf.dadx[k * ns + i] = value();
+                }
+                let coef: Vec<f64> = (0..nr).map(|_| value().abs()).collect();
+                let r: Vec<f64> = (0..nr).map(|_| value().abs()).collect();
+                let dx: Vec<f64> = (0..ns * np).map(|_| value()).collect();
+                let scale = value().abs();
+                let (mut jit, mut generic) = (dx.clone(), dx);
+                c.gs_st_tangent(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut jit);
+                let (mut u, mut w) = (vec![0.0; nr * np], vec![0.0; np]);
+                let mut four = generic.clone();
+                tangent_update::<0>(
+                    &layout,
+                    &buf,
+                    &coef,
+                    &r,
+                    scale,
+                    &mut generic,
+                    &mut u,
+                    &mut w,
+                );
+                assert_eq!(jit, generic, "{text}");
+                if np == 4 {
+                    tangent_update::<4>(&layout, &buf, &coef, &r, scale, &mut four, &mut u, &mut w);
+                    assert_eq!(four, generic, "{text}");
                 }
             }
         }

@@ -28,6 +28,8 @@ type PropensitiesFn = unsafe extern "C" fn(*const i64, *const f64, f64, *mut f64
 type FireFn = unsafe extern "C" fn(i64, *mut i64, *const f64, f64, *mut f64) -> f64;
 type ObservablesFn = unsafe extern "C" fn(*const i64, *const f64, f64, *mut f64);
 type StepFn = unsafe extern "C" fn(*mut i64, *const f64, f64, *mut f64, f64, *mut i64) -> f64;
+type GsStTangentFn =
+    unsafe extern "C" fn(*const f64, *const f64, *const f64, *const f64, f64, *mut f64);
 type PartialsFn = unsafe extern "C" fn(
     *const i64,
     *const f64,
@@ -134,6 +136,7 @@ pub struct CompiledModel {
     step: StepFn,
     observables: ObservablesFn,
     partials: Option<PartialsFn>,
+    gs_st_tangent: Option<GsStTangentFn>,
     /// Which partial derivatives are structurally non-zero (the others are never written); empty
     /// when compiled without the partials kernel.
     pub pattern: PartialsPattern,
@@ -261,11 +264,20 @@ impl CompiledModel {
                 },
             )
         };
+        let gs_st_tangent =
+            if kernels.partials && gs_st_tangent_size(model, &pattern) <= MAX_TANGENT_KERNEL {
+                Some(generator.gs_st_tangent(&pattern, clif.as_mut())?)
+            } else {
+                None
+            };
         module.finalize_definitions().map_err(jit_err)?;
         // SAFETY (all transmutes below): the signatures are the ones the functions were generated
         // with.
         let partials = partials.map(|id| unsafe {
             std::mem::transmute::<*const u8, PartialsFn>(module.get_finalized_function(id))
+        });
+        let gs_st_tangent = gs_st_tangent.map(|id| unsafe {
+            std::mem::transmute::<*const u8, GsStTangentFn>(module.get_finalized_function(id))
         });
         let (propensities, fire, step) = match simulation {
             Some((propensities, fire, step)) => unsafe {
@@ -296,6 +308,7 @@ impl CompiledModel {
             step,
             observables,
             partials,
+            gs_st_tangent,
             pattern,
             model: model.clone(),
             clif,
@@ -421,6 +434,53 @@ impl CompiledModel {
         }
     }
 
+    /// Whether [`CompiledModel::gs_st_tangent`] is available: it is generated with the partials
+    /// kernel unless the model is so large that the unrolled code would cost more to compile
+    /// than it saves (then the estimator uses its generic loops).
+    pub fn has_gs_st_tangent(&self) -> bool {
+        self.gs_st_tangent.is_some()
+    }
+
+    /// The state-tangent update of one GS-ST event, unrolled over the model's sparsity: with
+    /// `u_j = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i)` and `w = scale Σ_j u_j`, adds
+    /// `scale S_ij (u_j - r_j w)` to `dx_i` for every reaction `j` in order. `dadp` and `dadx` are
+    /// as written by [`CompiledModel::partials`], `dx` is `[species][param]`.
+    ///
+    /// # Panics
+    /// If the kernel was not generated ([`CompiledModel::has_gs_st_tangent`]) or a slice is short.
+    #[inline]
+    pub fn gs_st_tangent(
+        &self,
+        dadp: &[f64],
+        dadx: &[f64],
+        coef: &[f64],
+        r: &[f64],
+        scale: f64,
+        dx: &mut [f64],
+    ) {
+        let (nr, ns, np) = (
+            self.n_reactions(),
+            self.n_species(),
+            self.model.params.len(),
+        );
+        let kernel = self
+            .gs_st_tangent
+            .expect("no GS-ST tangent kernel: check has_gs_st_tangent");
+        assert!(dadp.len() >= nr * np && dadx.len() >= nr * ns);
+        assert!(coef.len() >= nr && r.len() >= nr && dx.len() >= ns * np);
+        // SAFETY: lengths checked above; the kernel reads and writes inside these bounds only.
+        unsafe {
+            kernel(
+                dadp.as_ptr(),
+                dadx.as_ptr(),
+                coef.as_ptr(),
+                r.as_ptr(),
+                scale,
+                dx.as_mut_ptr(),
+            )
+        }
+    }
+
     /// Evaluates every observable into `out`.
     pub fn observables(&self, x: &[i64], p: &[f64], t: f64, out: &mut [f64]) {
         assert!(x.len() >= self.n_species() && p.len() >= self.model.params.len());
@@ -428,6 +488,17 @@ impl CompiledModel {
         // SAFETY: lengths checked above.
         unsafe { (self.observables)(x.as_ptr(), p.as_ptr(), t, out.as_mut_ptr()) }
     }
+}
+
+/// Above this many floating-point operations the unrolled GS-ST tangent kernel is not generated.
+const MAX_TANGENT_KERNEL: usize = 1 << 14;
+
+/// Floating-point operations of the unrolled GS-ST tangent update.
+fn gs_st_tangent_size(model: &ir::Model, pattern: &PartialsPattern) -> usize {
+    let np = model.params.len();
+    let changes: usize = model.reactions.iter().map(|r| r.net.len()).sum();
+    (pattern.dparam.len() + 2 * pattern.dspecies.len() * np + 2 * model.reactions.len() * np)
+        + 3 * changes * np
 }
 
 struct Generator<'m> {
@@ -531,7 +602,8 @@ impl<'m> Generator<'m> {
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let params = b.block_params(entry).to_vec();
-            // The reaction index, when there is one, comes first (an i64); then x, p, t.
+            // The reaction index, when there is one, comes first (an i64); then x, p, t. (The
+            // GS-ST tangent kernel has other parameters and emits no expressions: it ignores these.)
             let o = usize::from(name == "fire");
             let (x, p, t) = (params[o], params[o + 1], params[o + 2]);
             let mut e = Emitter {
@@ -630,6 +702,118 @@ impl<'m> Generator<'m> {
             e.b.ins().return_(&[sum]);
         })?;
         Ok((id, pattern))
+    }
+
+    /// `gs_st_tangent(dadp, dadx, coef, r, scale, dx)`: see [`CompiledModel::gs_st_tangent`].
+    /// Structural zeros are left out, and every operation happens in the order of the estimator's
+    /// generic loops, so the two agree to the bit.
+    fn gs_st_tangent(
+        &mut self,
+        pattern: &PartialsPattern,
+        clif: Option<&mut String>,
+    ) -> Result<FuncId, JitError> {
+        let mut sig = Signature::new(CallConv::triple_default(self.module.isa().triple()));
+        for _ in 0..4 {
+            sig.params.push(AbiParam::new(ptr_ty())); // dadp, dadx, coef, r
+        }
+        sig.params.push(AbiParam::new(types::F64)); // scale
+        sig.params.push(AbiParam::new(ptr_ty())); // dx
+        let model = self.model;
+        let (nr, ns, np) = (
+            model.reactions.len(),
+            model.species.len(),
+            model.params.len(),
+        );
+        self.define("gs_st_tangent", sig, clif, |e, params, _| {
+            let (dadp, dadx, coef, r, scale, dx) = (
+                params[0], params[1], params[2], params[3], params[4], params[5],
+            );
+            let flags = MemFlagsData::trusted();
+            let b = &mut e.b;
+            let load = |b: &mut FunctionBuilder, base: Value, index: usize| {
+                b.ins().load(types::F64, flags, base, (8 * index) as i32)
+            };
+            // The old state tangent, read once (every u_j reads it before any is updated).
+            let mut dx_old: HashMap<usize, Value> = HashMap::new();
+            let mut old = |b: &mut FunctionBuilder, i: usize, q: usize| {
+                *dx_old.entry(i * np + q).or_insert_with(|| {
+                    b.ins()
+                        .load(types::F64, flags, dx, (8 * (i * np + q)) as i32)
+                })
+            };
+            // u[j][q], None where structurally zero; w[q] = Σ_j u[j][q].
+            let mut u = vec![vec![None; np]; nr];
+            let mut w: Vec<Option<Value>> = vec![None; np];
+            for j in 0..nr {
+                let dparam: Vec<usize> = (pattern.dparam.iter())
+                    .filter(|&&(k, _)| k == j)
+                    .map(|&(_, q)| q)
+                    .collect();
+                let dspecies: Vec<(usize, Value)> = (pattern.dspecies.iter())
+                    .filter(|&&(k, _)| k == j)
+                    .map(|&(_, i)| (i, load(b, dadx, j * ns + i)))
+                    .collect();
+                if dparam.is_empty() && dspecies.is_empty() {
+                    continue;
+                }
+                let cj = load(b, coef, j);
+                for q in 0..np {
+                    let mut v = dparam.contains(&q).then(|| load(b, dadp, j * np + q));
+                    for &(i, g) in &dspecies {
+                        let o = old(b, i, q);
+                        let term = b.ins().fmul(g, o);
+                        v = Some(match v {
+                            Some(v) => b.ins().fadd(v, term),
+                            None => term,
+                        });
+                    }
+                    let Some(v) = v else { continue };
+                    let ujq = b.ins().fmul(v, cj);
+                    u[j][q] = Some(ujq);
+                    w[q] = Some(match w[q] {
+                        Some(sum) => b.ins().fadd(sum, ujq),
+                        None => ujq,
+                    });
+                }
+            }
+            let w: Vec<Option<Value>> = w
+                .into_iter()
+                .map(|s| s.map(|s| b.ins().fmul(s, scale)))
+                .collect();
+            // dx_i += scale S_ij (u_j - r_j w), reaction by reaction.
+            let mut new: HashMap<usize, Value> = HashMap::new();
+            for (j, reaction) in model.reactions.iter().enumerate() {
+                if u[j].iter().all(Option::is_none) && w.iter().all(Option::is_none) {
+                    continue;
+                }
+                let rj = w.iter().any(Option::is_some).then(|| load(b, r, j));
+                for &(i, d) in &reaction.net {
+                    let d = b.ins().f64const(d as f64);
+                    let sd = b.ins().fmul(scale, d);
+                    for q in 0..np {
+                        let rw = w[q].map(|wq| b.ins().fmul(rj.expect("read when w is"), wq));
+                        let term = match (u[j][q], rw) {
+                            (Some(uq), Some(rw)) => b.ins().fsub(uq, rw),
+                            (Some(uq), None) => uq,
+                            (None, Some(rw)) => b.ins().fneg(rw),
+                            (None, None) => continue,
+                        };
+                        let step = b.ins().fmul(sd, term);
+                        let current = match new.get(&(i * np + q)) {
+                            Some(&v) => v,
+                            None => old(b, i, q),
+                        };
+                        new.insert(i * np + q, b.ins().fadd(current, step));
+                    }
+                }
+            }
+            let mut updated: Vec<_> = new.into_iter().collect();
+            updated.sort_unstable_by_key(|&(k, _)| k);
+            for (k, v) in updated {
+                b.ins().store(flags, v, dx, (8 * k) as i32);
+            }
+            b.ins().return_(&[]);
+        })
     }
 
     fn observables(&mut self, clif: Option<&mut String>) -> Result<FuncId, JitError> {
