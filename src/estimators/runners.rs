@@ -285,6 +285,7 @@ fn gs_st_width<const W: usize>(
     let mut coef = vec![0.0; nr];
     let mut u = vec![0.0; nr * np];
     let mut w = vec![0.0; np];
+    let mut spread = vec![0.0; ns];
     let mut t = 0.0;
     let mut events = 0u64;
     let (mut f, mut extra) = (Vec::new(), Vec::new());
@@ -343,7 +344,17 @@ fn gs_st_width<const W: usize>(
         if c.has_gs_st_tangent() {
             c.gs_st_tangent(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut dx);
         } else {
-            tangent_update::<W>(&layout, &buf, &coef, &r, scale, &mut dx, &mut u, &mut w);
+            tangent_update::<W>(
+                &layout,
+                &buf,
+                &coef,
+                &r,
+                scale,
+                &mut dx,
+                &mut u,
+                &mut w,
+                &mut spread,
+            );
         }
         for &(i, d) in &layout.net[best] {
             x[i] += d;
@@ -385,6 +396,7 @@ fn tangent_update<const W: usize>(
     dx: &mut [f64],
     u: &mut [f64],
     w: &mut [f64],
+    spread: &mut [f64],
 ) {
     let np = if W == 0 { w.len() } else { W };
     let ns = dx.len() / np;
@@ -404,13 +416,22 @@ fn tangent_update<const W: usize>(
         }
     }
     w.iter_mut().for_each(|v| *v *= scale);
+    // Σ_j scale S_ij (u_j - r_j w) as Σ_j scale S_ij u_j - (Σ_j scale S_ij r_j) w: the second
+    // sum is a scalar per species.
+    spread.iter_mut().for_each(|v| *v = 0.0);
     for (j, &rj) in r.iter().enumerate() {
         let uj = &u[j * np..(j + 1) * np];
         for &(i, d) in &layout.net[j] {
             let sd = scale * d as f64;
-            for ((v, uq), wq) in dx[i * np..(i + 1) * np].iter_mut().zip(uj).zip(w.iter()) {
-                *v += sd * (uq - rj * wq);
+            spread[i] += sd * rj;
+            for (v, uq) in dx[i * np..(i + 1) * np].iter_mut().zip(uj) {
+                *v += sd * uq;
             }
+        }
+    }
+    for (row, &si) in dx.chunks_exact_mut(np).zip(spread.iter()) {
+        for (v, wq) in row.iter_mut().zip(w.iter()) {
+            *v -= si * wq;
         }
     }
 }
@@ -958,7 +979,7 @@ mod tests {
                 let scale = value().abs();
                 let (mut jit, mut generic) = (dx.clone(), dx);
                 c.gs_st_tangent(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut jit);
-                let (mut u, mut w) = (vec![0.0; nr * np], vec![0.0; np]);
+                let (mut u, mut w, mut spread) = (vec![0.0; nr * np], vec![0.0; np], vec![0.0; ns]);
                 let mut four = generic.clone();
                 tangent_update::<0>(
                     &layout,
@@ -969,10 +990,21 @@ mod tests {
                     &mut generic,
                     &mut u,
                     &mut w,
+                    &mut spread,
                 );
                 assert_eq!(jit, generic, "{text}");
                 if np == 4 {
-                    tangent_update::<4>(&layout, &buf, &coef, &r, scale, &mut four, &mut u, &mut w);
+                    tangent_update::<4>(
+                        &layout,
+                        &buf,
+                        &coef,
+                        &r,
+                        scale,
+                        &mut four,
+                        &mut u,
+                        &mut w,
+                        &mut spread,
+                    );
                     assert_eq!(four, generic, "{text}");
                 }
             }

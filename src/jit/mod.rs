@@ -443,7 +443,8 @@ impl CompiledModel {
 
     /// The state-tangent update of one GS-ST event, unrolled over the model's sparsity: with
     /// `u_j = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i)` and `w = scale Σ_j u_j`, adds
-    /// `scale S_ij (u_j - r_j w)` to `dx_i` for every reaction `j` in order. `dadp` and `dadx` are
+    /// `Σ_j scale S_ij (u_j - r_j w)` to `dx_i` (as `Σ_j scale S_ij u_j`, reaction by reaction,
+    /// then `- (Σ_j scale S_ij r_j) w`). `dadp` and `dadx` are
     /// as written by [`CompiledModel::partials`], `dx` is `[species][param]`.
     ///
     /// # Panics
@@ -780,31 +781,41 @@ impl<'m> Generator<'m> {
                 .into_iter()
                 .map(|s| s.map(|s| b.ins().fmul(s, scale)))
                 .collect();
-            // dx_i += scale S_ij (u_j - r_j w), reaction by reaction.
+            // dx_i += Σ_j scale S_ij u_j - s_i w with s_i = Σ_j scale S_ij r_j, the sums over
+            // the reactions that change species i in their order.
             let mut new: HashMap<usize, Value> = HashMap::new();
+            let mut spread: Vec<Option<Value>> = vec![None; ns];
             for (j, reaction) in model.reactions.iter().enumerate() {
-                if u[j].iter().all(Option::is_none) && w.iter().all(Option::is_none) {
-                    continue;
-                }
-                let rj = w.iter().any(Option::is_some).then(|| load(b, r, j));
+                let rj = load(b, r, j);
                 for &(i, d) in &reaction.net {
                     let d = b.ins().f64const(d as f64);
                     let sd = b.ins().fmul(scale, d);
+                    let sr = b.ins().fmul(sd, rj);
+                    spread[i] = Some(match spread[i] {
+                        Some(s) => b.ins().fadd(s, sr),
+                        None => sr,
+                    });
                     for q in 0..np {
-                        let rw = w[q].map(|wq| b.ins().fmul(rj.expect("read when w is"), wq));
-                        let term = match (u[j][q], rw) {
-                            (Some(uq), Some(rw)) => b.ins().fsub(uq, rw),
-                            (Some(uq), None) => uq,
-                            (None, Some(rw)) => b.ins().fneg(rw),
-                            (None, None) => continue,
-                        };
-                        let step = b.ins().fmul(sd, term);
+                        let Some(uq) = u[j][q] else { continue };
+                        let step = b.ins().fmul(sd, uq);
                         let current = match new.get(&(i * np + q)) {
                             Some(&v) => v,
                             None => old(b, i, q),
                         };
                         new.insert(i * np + q, b.ins().fadd(current, step));
                     }
+                }
+            }
+            for (i, si) in spread.iter().enumerate() {
+                let Some(si) = *si else { continue };
+                for (q, wq) in w.iter().enumerate() {
+                    let Some(wq) = *wq else { continue };
+                    let sw = b.ins().fmul(si, wq);
+                    let current = match new.get(&(i * np + q)) {
+                        Some(&v) => v,
+                        None => old(b, i, q),
+                    };
+                    new.insert(i * np + q, b.ins().fsub(current, sw));
                 }
             }
             let mut updated: Vec<_> = new.into_iter().collect();
