@@ -734,34 +734,49 @@ impl<'m> Generator<'m> {
             let load = |b: &mut FunctionBuilder, base: Value, index: usize| {
                 b.ins().load(types::F64, flags, base, (8 * index) as i32)
             };
-            // The old state tangent, read once (every u_j reads it before any is updated).
-            let mut dx_old: HashMap<usize, Value> = HashMap::new();
-            let mut old = |b: &mut FunctionBuilder, i: usize, q: usize| {
-                *dx_old.entry(i * np + q).or_insert_with(|| {
-                    b.ins()
-                        .load(types::F64, flags, dx, (8 * (i * np + q)) as i32)
-                })
+            let by_reaction = |pairs: &[(usize, usize)], j: usize| -> Vec<usize> {
+                (pairs.iter().filter(|p| p.0 == j).map(|p| p.1)).collect()
             };
-            // u[j][q], None where structurally zero; w[q] = Σ_j u[j][q].
-            let mut u = vec![vec![None; np]; nr];
-            let mut w: Vec<Option<Value>> = vec![None; np];
-            for j in 0..nr {
-                let dparam: Vec<usize> = (pattern.dparam.iter())
-                    .filter(|&&(k, _)| k == j)
-                    .map(|&(_, q)| q)
-                    .collect();
-                let dspecies: Vec<(usize, Value)> = (pattern.dspecies.iter())
-                    .filter(|&&(k, _)| k == j)
-                    .map(|&(_, i)| (i, load(b, dadx, j * ns + i)))
-                    .collect();
-                if dparam.is_empty() && dspecies.is_empty() {
+            let dparam: Vec<Vec<usize>> =
+                (0..nr).map(|j| by_reaction(&pattern.dparam, j)).collect();
+            let dspecies: Vec<Vec<usize>> =
+                (0..nr).map(|j| by_reaction(&pattern.dspecies, j)).collect();
+            // changes[i]: the reactions changing species i, in order, with scale S_ij.
+            let mut changes: Vec<Vec<(usize, Value)>> = vec![Vec::new(); ns];
+            // spread[i] = Σ_j scale S_ij r_j, one scalar per species.
+            let mut spread: Vec<Option<Value>> = vec![None; ns];
+            for (j, reaction) in model.reactions.iter().enumerate() {
+                if reaction.net.is_empty() {
                     continue;
                 }
-                let cj = load(b, coef, j);
-                for q in 0..np {
-                    let mut v = dparam.contains(&q).then(|| load(b, dadp, j * np + q));
-                    for &(i, g) in &dspecies {
-                        let o = old(b, i, q);
+                let rj = load(b, r, j);
+                for &(i, d) in &reaction.net {
+                    let d = b.ins().f64const(d as f64);
+                    let sd = b.ins().fmul(scale, d);
+                    changes[i].push((j, sd));
+                    let sr = b.ins().fmul(sd, rj);
+                    spread[i] = Some(match spread[i] {
+                        Some(s) => b.ins().fadd(s, sr),
+                        None => sr,
+                    });
+                }
+            }
+            // Parameter by parameter (the columns are independent), so that few values are live
+            // at once: compiling is then quick and nothing spills.
+            for q in 0..np {
+                let mut old: HashMap<usize, Value> = HashMap::new();
+                let mut old_dx = |b: &mut FunctionBuilder, i: usize| {
+                    *old.entry(i).or_insert_with(|| load(b, dx, i * np + q))
+                };
+                // u[j] = coef_j (∂a_j/∂θ_q + Σ_i ∂a_j/∂x_i dx_iq), None where structurally zero;
+                // w = scale Σ_j u[j].
+                let mut u: Vec<Option<Value>> = vec![None; nr];
+                let mut w: Option<Value> = None;
+                for j in 0..nr {
+                    let mut v = dparam[j].contains(&q).then(|| load(b, dadp, j * np + q));
+                    for &i in &dspecies[j] {
+                        let g = load(b, dadx, j * ns + i);
+                        let o = old_dx(b, i);
                         let term = b.ins().fmul(g, o);
                         v = Some(match v {
                             Some(v) => b.ins().fadd(v, term),
@@ -769,59 +784,39 @@ impl<'m> Generator<'m> {
                         });
                     }
                     let Some(v) = v else { continue };
-                    let ujq = b.ins().fmul(v, cj);
-                    u[j][q] = Some(ujq);
-                    w[q] = Some(match w[q] {
-                        Some(sum) => b.ins().fadd(sum, ujq),
-                        None => ujq,
+                    let cj = load(b, coef, j);
+                    let uj = b.ins().fmul(v, cj);
+                    u[j] = Some(uj);
+                    w = Some(match w {
+                        Some(sum) => b.ins().fadd(sum, uj),
+                        None => uj,
                     });
                 }
-            }
-            let w: Vec<Option<Value>> = w
-                .into_iter()
-                .map(|s| s.map(|s| b.ins().fmul(s, scale)))
-                .collect();
-            // dx_i += Σ_j scale S_ij u_j - s_i w with s_i = Σ_j scale S_ij r_j, the sums over
-            // the reactions that change species i in their order.
-            let mut new: HashMap<usize, Value> = HashMap::new();
-            let mut spread: Vec<Option<Value>> = vec![None; ns];
-            for (j, reaction) in model.reactions.iter().enumerate() {
-                let rj = load(b, r, j);
-                for &(i, d) in &reaction.net {
-                    let d = b.ins().f64const(d as f64);
-                    let sd = b.ins().fmul(scale, d);
-                    let sr = b.ins().fmul(sd, rj);
-                    spread[i] = Some(match spread[i] {
-                        Some(s) => b.ins().fadd(s, sr),
-                        None => sr,
-                    });
-                    for q in 0..np {
-                        let Some(uq) = u[j][q] else { continue };
-                        let step = b.ins().fmul(sd, uq);
-                        let current = match new.get(&(i * np + q)) {
-                            Some(&v) => v,
-                            None => old(b, i, q),
+                let w = w.map(|sum| b.ins().fmul(sum, scale));
+                // dx_iq += Σ_j scale S_ij u[j] (reactions in order), then -= spread_i w.
+                for i in 0..ns {
+                    let mut acc = None;
+                    for &(j, sd) in &changes[i] {
+                        let Some(uj) = u[j] else { continue };
+                        let step = b.ins().fmul(sd, uj);
+                        let current = match acc {
+                            Some(v) => v,
+                            None => old_dx(b, i),
                         };
-                        new.insert(i * np + q, b.ins().fadd(current, step));
+                        acc = Some(b.ins().fadd(current, step));
+                    }
+                    if let (Some(si), Some(w)) = (spread[i], w) {
+                        let sw = b.ins().fmul(si, w);
+                        let current = match acc {
+                            Some(v) => v,
+                            None => old_dx(b, i),
+                        };
+                        acc = Some(b.ins().fsub(current, sw));
+                    }
+                    if let Some(v) = acc {
+                        b.ins().store(flags, v, dx, (8 * (i * np + q)) as i32);
                     }
                 }
-            }
-            for (i, si) in spread.iter().enumerate() {
-                let Some(si) = *si else { continue };
-                for (q, wq) in w.iter().enumerate() {
-                    let Some(wq) = *wq else { continue };
-                    let sw = b.ins().fmul(si, wq);
-                    let current = match new.get(&(i * np + q)) {
-                        Some(&v) => v,
-                        None => old(b, i, q),
-                    };
-                    new.insert(i * np + q, b.ins().fsub(current, sw));
-                }
-            }
-            let mut updated: Vec<_> = new.into_iter().collect();
-            updated.sort_unstable_by_key(|&(k, _)| k);
-            for (k, v) in updated {
-                b.ins().store(flags, v, dx, (8 * k) as i32);
             }
             b.ins().return_(&[]);
         })
