@@ -286,7 +286,8 @@ pub fn estimate_gradient(
         )));
     }
     let leaves = Leaves::new(objective, model);
-    let fd_scales = runners::fd_scales(model, params);
+    let shared = runners::Shared::new(compiled, params);
+    let fd_scales = &shared.fd;
     let records: Vec<Record> = (0..options.trajectories)
         .into_par_iter()
         .map(|n| {
@@ -296,7 +297,7 @@ pub fn estimate_gradient(
                 &leaves,
                 &[options.t_end],
                 options,
-                &fd_scales,
+                &shared,
                 n,
             )
         })
@@ -310,7 +311,7 @@ pub fn estimate_gradient(
             subset,
             leaves.len(),
             params.len(),
-            &fd_scales,
+            fd_scales,
         );
         objective.evaluate(&moments)
     };
@@ -322,7 +323,7 @@ pub fn estimate_gradient(
         &all,
         leaves.len(),
         params.len(),
-        &fd_scales,
+        fd_scales,
     )
     .iter()
     .all(|m| {
@@ -434,10 +435,10 @@ pub fn run_timed(
         "compiled without the kernels the estimator needs"
     );
     let leaves = Leaves::from_exprs(leaves.to_vec(), model);
-    let fd_scales = runners::fd_scales(model, params);
+    let shared = runners::Shared::new(compiled, params);
     let records: Vec<Record> = range
         .into_par_iter()
-        .map(|n| runners::run(compiled, params, &leaves, times, options, &fd_scales, n))
+        .map(|n| runners::run(compiled, params, &leaves, times, options, &shared, n))
         .collect::<Result<_, SimError>>()?;
     let events = records.iter().map(|r| r.events).sum();
     Ok(TimedRecords {
@@ -446,7 +447,7 @@ pub fn run_timed(
         nl: leaves.len(),
         np: params.len(),
         nt: times.len(),
-        fd_scales,
+        fd_scales: shared.fd,
         events,
     })
 }

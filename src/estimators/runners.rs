@@ -166,6 +166,22 @@ fn select_or_last(a: &[f64], r: f64) -> usize {
     select(a, r).unwrap_or_else(|| a.iter().rposition(|&v| v > 0.0).unwrap_or(0))
 }
 
+/// What every trajectory of an ensemble shares, prepared once.
+pub struct Shared {
+    /// How `fd` perturbs each parameter.
+    pub fd: Vec<FdScale>,
+    gs_st: GsStLayout,
+}
+
+impl Shared {
+    pub fn new(c: &CompiledModel, params: &[f64]) -> Shared {
+        Shared {
+            fd: fd_scales(&c.model, params),
+            gs_st: GsStLayout::new(c),
+        }
+    }
+}
+
 /// Runs trajectory `n` under the estimator, recording the leaves and the estimator's material at
 /// every observation time in `times` (ascending, the last one no later than `o.t_end`). The record
 /// holds one block per time: `f` is `[time][leaf]`, `extra` is `[time][extra_len]`.
@@ -175,11 +191,14 @@ pub fn run(
     leaves: &Leaves,
     times: &[f64],
     o: &GradOptions,
-    fd: &[FdScale],
+    shared: &Shared,
     n: usize,
 ) -> Result<Record, SimError> {
+    let fd = &shared.fd[..];
     match o.estimator {
-        Estimator::GsSt { temperature } => gs_st(c, p, leaves, times, o, temperature, n),
+        Estimator::GsSt { temperature } => {
+            gs_st(c, p, leaves, times, o, &shared.gs_st, temperature, n)
+        }
         Estimator::Score => score(c, p, leaves, times, o, n),
         Estimator::AltPath => alt_path(c, p, leaves, times, o, n),
         Estimator::Fd { sigma } => finite_differences(c, p, leaves, times, o, fd, sigma, n),
@@ -200,12 +219,14 @@ pub fn extra_len(est: Estimator, nl: usize, np: usize) -> usize {
 ///
 /// Dispatches on the number of parameters so that the tangent loops, which run over parameters,
 /// have a length known at compile time for the common small cases (unrolled and vectorised).
+#[allow(clippy::too_many_arguments)]
 fn gs_st(
     c: &CompiledModel,
     p: &[f64],
     leaves: &Leaves,
     times: &[f64],
     o: &GradOptions,
+    layout: &GsStLayout,
     temp: f64,
     n: usize,
 ) -> Result<Record, SimError> {
@@ -220,10 +241,10 @@ fn gs_st(
         8 => gs_st_width::<8>,
         _ => gs_st_width::<0>,
     };
-    match run(c, p, leaves, times, o, temp, n, false) {
+    match run(c, p, leaves, times, o, layout, temp, n, false) {
         // A non-finite tangent is rare: replay the trajectory (same random stream) checking every
         // event, to name the derivative that caused it.
-        Err(SimError::TangentOverflow { .. }) => run(c, p, leaves, times, o, temp, n, true),
+        Err(SimError::TangentOverflow { .. }) => run(c, p, leaves, times, o, layout, temp, n, true),
         other => other,
     }
 }
@@ -240,10 +261,14 @@ struct GsStLayout {
 
 impl GsStLayout {
     fn new(c: &CompiledModel) -> Self {
+        let mut by_reaction = vec![Vec::new(); c.n_reactions()];
+        for &(k, i) in &c.pattern.dspecies {
+            by_reaction[k].push(i);
+        }
         let mut dspecies_start = vec![0];
         let mut dspecies = Vec::new();
-        for j in 0..c.n_reactions() {
-            dspecies.extend(c.pattern.dspecies.iter().filter(|e| e.0 == j).map(|e| e.1));
+        for row in by_reaction {
+            dspecies.extend(row);
             dspecies_start.push(dspecies.len());
         }
         let net = c.model.reactions.iter().map(|r| r.net.clone()).collect();
@@ -265,6 +290,7 @@ fn gs_st_width<const W: usize>(
     leaves: &Leaves,
     times: &[f64],
     o: &GradOptions,
+    layout: &GsStLayout,
     temp: f64,
     n: usize,
     locate: bool,
@@ -274,7 +300,6 @@ fn gs_st_width<const W: usize>(
     // Checked by `estimate_gradient`: the tangent below has no time component.
     debug_assert!(c.pattern.dtime.is_empty());
     let (nr, ns) = (c.n_reactions(), c.n_species());
-    let layout = GsStLayout::new(c);
     let mut rng = stream_rng(o.seed, n as u64);
     let mut x = c.model.initial_state();
     let mut buf = Partials::new(c);
@@ -345,7 +370,7 @@ fn gs_st_width<const W: usize>(
             c.gs_st_tangent(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut dx);
         } else {
             tangent_update::<W>(
-                &layout,
+                layout,
                 &buf,
                 &coef,
                 &r,
@@ -920,12 +945,25 @@ mod tests {
                     &Leaves,
                     &[f64],
                     &GradOptions,
+                    &GsStLayout,
                     f64,
                     usize,
                     bool,
                 ) -> Result<Record, SimError>;
+                let layout = GsStLayout::new(&c);
                 let run = |f: Runner| -> Record {
-                    f(&c, &p, &leaves, &[5.0, 20.0], &o, temperature, n, false).unwrap()
+                    f(
+                        &c,
+                        &p,
+                        &leaves,
+                        &[5.0, 20.0],
+                        &o,
+                        &layout,
+                        temperature,
+                        n,
+                        false,
+                    )
+                    .unwrap()
                 };
                 let (fixed, any) = (run(gs_st_width::<4>), run(gs_st_width::<0>));
                 assert_eq!((fixed.f, fixed.events), (any.f, any.events));
