@@ -760,21 +760,32 @@ impl<'m> Generator<'m> {
                     });
                 }
             }
-            // Parameter by parameter (the columns are independent), so that few values are live
-            // at once: compiling is then quick and nothing spills.
-            for q in 0..np {
+            // Two parameters at a time in SSE2 vectors (the columns are independent), so that
+            // few values are live at once: compiling is quick, nothing spills. Where one lane is a
+            // structural zero it computes with the zero stored there, as the generic loops do.
+            let lanes = MemFlagsData::new().with_notrap();
+            for q0 in (0..np).step_by(2) {
+                let width = (np - q0).min(2);
+                let ty = if width == 2 { types::F64X2 } else { types::F64 };
+                let wide = |b: &mut FunctionBuilder, v: Value| {
+                    if width == 2 { b.ins().splat(ty, v) } else { v }
+                };
                 let mut old: HashMap<usize, Value> = HashMap::new();
                 let mut old_dx = |b: &mut FunctionBuilder, i: usize| {
-                    *old.entry(i).or_insert_with(|| load(b, dx, i * np + q))
+                    *old.entry(i)
+                        .or_insert_with(|| b.ins().load(ty, lanes, dx, (8 * (i * np + q0)) as i32))
                 };
-                // u[j] = coef_j (∂a_j/∂θ_q + Σ_i ∂a_j/∂x_i dx_iq), None where structurally zero;
+                // u[j] = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i), None where structurally zero;
                 // w = scale Σ_j u[j].
                 let mut u: Vec<Option<Value>> = vec![None; nr];
                 let mut w: Option<Value> = None;
                 for j in 0..nr {
-                    let mut v = dparam[j].contains(&q).then(|| load(b, dadp, j * np + q));
+                    let direct = dparam[j].iter().any(|&q| q >= q0 && q < q0 + width);
+                    let mut v =
+                        direct.then(|| b.ins().load(ty, lanes, dadp, (8 * (j * np + q0)) as i32));
                     for &i in &dspecies[j] {
                         let g = load(b, dadx, j * ns + i);
+                        let g = wide(b, g);
                         let o = old_dx(b, i);
                         let term = b.ins().fmul(g, o);
                         v = Some(match v {
@@ -784,6 +795,7 @@ impl<'m> Generator<'m> {
                     }
                     let Some(v) = v else { continue };
                     let cj = load(b, coef, j);
+                    let cj = wide(b, cj);
                     let uj = b.ins().fmul(v, cj);
                     u[j] = Some(uj);
                     w = Some(match w {
@@ -791,12 +803,16 @@ impl<'m> Generator<'m> {
                         None => uj,
                     });
                 }
-                let w = w.map(|sum| b.ins().fmul(sum, scale));
-                // dx_iq += Σ_j scale S_ij u[j] (reactions in order), then -= spread_i w.
+                let w = w.map(|sum| {
+                    let scale = wide(b, scale);
+                    b.ins().fmul(sum, scale)
+                });
+                // dx_i += Σ_j scale S_ij u[j] (reactions in order), then -= spread_i w.
                 for i in 0..ns {
                     let mut acc = None;
                     for &(j, sd) in &changes[i] {
                         let Some(uj) = u[j] else { continue };
+                        let sd = wide(b, sd);
                         let step = b.ins().fmul(sd, uj);
                         let current = match acc {
                             Some(v) => v,
@@ -805,6 +821,7 @@ impl<'m> Generator<'m> {
                         acc = Some(b.ins().fadd(current, step));
                     }
                     if let (Some(si), Some(w)) = (spread[i], w) {
+                        let si = wide(b, si);
                         let sw = b.ins().fmul(si, w);
                         let current = match acc {
                             Some(v) => v,
@@ -813,7 +830,7 @@ impl<'m> Generator<'m> {
                         acc = Some(b.ins().fsub(current, sw));
                     }
                     if let Some(v) = acc {
-                        b.ins().store(flags, v, dx, (8 * (i * np + q)) as i32);
+                        b.ins().store(lanes, v, dx, (8 * (i * np + q0)) as i32);
                     }
                 }
             }
