@@ -122,6 +122,7 @@ extern "C" fn missing_step(
 ) -> f64 {
     missing_simulation_kernels()
 }
+extern "C" fn no_observables(_: *const i64, _: *const f64, _: f64, _: *mut f64) {}
 fn missing_simulation_kernels() -> ! {
     eprintln!("internal error: a simulation kernel was called on a model compiled without them");
     std::process::abort()
@@ -249,7 +250,10 @@ impl CompiledModel {
         } else {
             None
         };
-        let observables = generator.observables(clif.as_mut())?;
+        // With no observables there is nothing to generate (a function costs start-up time).
+        let observables = (!model.observables.is_empty() || keep_clif)
+            .then(|| generator.observables(clif.as_mut()))
+            .transpose()?;
         let (partials, pattern) = if kernels.partials {
             let (id, pattern) = generator.partials(clif.as_mut())?;
             (Some(id), pattern)
@@ -294,10 +298,11 @@ impl CompiledModel {
                 missing_step as StepFn,
             ),
         };
-        let observables = unsafe {
-            std::mem::transmute::<*const u8, ObservablesFn>(
-                module.get_finalized_function(observables),
-            )
+        let observables = match observables {
+            Some(id) => unsafe {
+                std::mem::transmute::<*const u8, ObservablesFn>(module.get_finalized_function(id))
+            },
+            None => no_observables as ObservablesFn,
         };
         Ok(CompiledModel {
             module: Some(module),
