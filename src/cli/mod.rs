@@ -143,6 +143,10 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
                 "leave it out to use every core",
             ));
         }
+        if k == 1 {
+            crate::engine::use_calling_thread_only();
+            return Ok(());
+        }
         // Only fails when a pool exists already, which cannot happen before a command runs.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(k)

@@ -5,14 +5,13 @@ pub mod data;
 pub mod loss;
 pub mod plot;
 
-use crate::engine::{SimError, Trajectory, splitmix64, stream_rng};
+use crate::engine::{SimError, Trajectory, map_range, splitmix64, stream_rng};
 use crate::estimators::{Estimator, GradOptions, run_timed};
 use crate::ir::{self, RateLaw};
 use crate::jit::CompiledModel;
 use data::Data;
 use loss::LossKind;
 use rand::Rng;
-use rayon::prelude::*;
 use std::sync::atomic::AtomicBool;
 
 /// Options of a fit.
@@ -223,23 +222,22 @@ pub fn forward_samples(
     let ns = compiled.n_species();
     let t_end = times.last().copied().unwrap_or(0.0);
     let stop = AtomicBool::new(false);
-    let states: Vec<Vec<i64>> = range
-        .into_par_iter()
-        .map(|n| {
-            let mut rng = stream_rng(seed, n as u64);
-            let mut tr = Trajectory::new(compiled, params, n)?;
-            let mut out = vec![0; times.len() * ns];
-            tr.run_to(
-                times,
-                t_end,
-                max_events,
-                &mut rng,
-                |k, x| out[k * ns..(k + 1) * ns].copy_from_slice(x),
-                &stop,
-            )?;
-            Ok(out)
-        })
-        .collect::<Result<_, SimError>>()?;
+    let states = map_range(range, |n| {
+        let mut rng = stream_rng(seed, n as u64);
+        let mut tr = Trajectory::new(compiled, params, n)?;
+        let mut out = vec![0; times.len() * ns];
+        tr.run_to(
+            times,
+            t_end,
+            max_events,
+            &mut rng,
+            |k, x| out[k * ns..(k + 1) * ns].copy_from_slice(x),
+            &stop,
+        )?;
+        Ok(out)
+    })
+    .into_iter()
+    .collect::<Result<Vec<Vec<i64>>, SimError>>()?;
     let mut pool = vec![vec![Vec::with_capacity(states.len()); leaves.len()]; times.len()];
     let mut xf = vec![0.0; ns];
     for s in &states {

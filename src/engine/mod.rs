@@ -712,6 +712,39 @@ impl<'m> Trajectory<'m> {
     }
 }
 
+/// 0: not decided yet, 1: one worker (run on the calling thread), 2: rayon's pool.
+static WORKERS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Runs ensembles on the calling thread instead of rayon's pool: with one worker the pool would
+/// only add a thread to start and wake (about a millisecond on a virtual machine). Also chosen by
+/// `RAYON_NUM_THREADS=1`. Results do not depend on it.
+pub fn use_calling_thread_only() {
+    WORKERS.store(1, Ordering::Relaxed);
+}
+
+fn calling_thread_only() -> bool {
+    match WORKERS.load(Ordering::Relaxed) {
+        0 => {
+            let one = std::env::var("RAYON_NUM_THREADS").is_ok_and(|v| v.trim() == "1");
+            WORKERS.store(if one { 1 } else { 2 }, Ordering::Relaxed);
+            one
+        }
+        w => w == 1,
+    }
+}
+
+/// `range.map(f).collect()`, on rayon's pool unless [`use_calling_thread_only`] applies.
+pub(crate) fn map_range<T: Send>(
+    range: std::ops::Range<usize>,
+    f: impl Fn(usize) -> T + Sync + Send,
+) -> Vec<T> {
+    if calling_thread_only() {
+        range.map(f).collect()
+    } else {
+        range.into_par_iter().map(f).collect()
+    }
+}
+
 /// Trajectories sampled on a common time grid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ensemble {
@@ -758,29 +791,30 @@ impl Ensemble {
         // Each trajectory writes its samples straight into its slice of the ensemble.
         let mut data = vec![0i64; options.trajectories * times.len() * ns];
         let chunk = (times.len() * ns).max(1);
-        let results: Vec<Result<u64, SimError>> = data
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .map(|(index, out)| {
-                let mut rng = stream_rng(options.seed, index as u64);
-                let run = Trajectory::new(compiled, params, index).and_then(|mut tr| {
-                    tr.run_to(
-                        &times,
-                        options.t_end,
-                        options.max_events,
-                        &mut rng,
-                        |k, x| out[k * ns..(k + 1) * ns].copy_from_slice(x),
-                        &stop,
-                    )?;
-                    Ok(tr.events)
-                });
-                if run.is_err() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                done();
-                run
-            })
-            .collect();
+        let work = |(index, out): (usize, &mut [i64])| {
+            let mut rng = stream_rng(options.seed, index as u64);
+            let run = Trajectory::new(compiled, params, index).and_then(|mut tr| {
+                tr.run_to(
+                    &times,
+                    options.t_end,
+                    options.max_events,
+                    &mut rng,
+                    |k, x| out[k * ns..(k + 1) * ns].copy_from_slice(x),
+                    &stop,
+                )?;
+                Ok(tr.events)
+            });
+            if run.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            done();
+            run
+        };
+        let results: Vec<Result<u64, SimError>> = if calling_thread_only() {
+            data.chunks_mut(chunk).enumerate().map(work).collect()
+        } else {
+            data.par_chunks_mut(chunk).enumerate().map(work).collect()
+        };
         let mut events = 0;
         let mut first_error = None;
         for r in results {

@@ -14,10 +14,9 @@ mod runners;
 
 pub use objective::{Dual, LeafMoments, Objective, Statistic};
 
-use crate::engine::SimError;
+use crate::engine::{SimError, map_range};
 use crate::ir::{self, Expr};
 use crate::jit::{CompiledModel, Kernels};
-use rayon::prelude::*;
 use std::fmt;
 
 /// A gradient estimator.
@@ -288,20 +287,19 @@ pub fn estimate_gradient(
     let leaves = Leaves::new(objective, model);
     let shared = runners::Shared::new(compiled, params);
     let fd_scales = &shared.fd;
-    let records: Vec<Record> = (0..options.trajectories)
-        .into_par_iter()
-        .map(|n| {
-            runners::run(
-                compiled,
-                params,
-                &leaves,
-                &[options.t_end],
-                options,
-                &shared,
-                n,
-            )
-        })
-        .collect::<Result<_, SimError>>()?;
+    let records = map_range(0..options.trajectories, |n| {
+        runners::run(
+            compiled,
+            params,
+            &leaves,
+            &[options.t_end],
+            options,
+            &shared,
+            n,
+        )
+    })
+    .into_iter()
+    .collect::<Result<Vec<Record>, SimError>>()?;
     let events = records.iter().map(|r| r.events).sum();
 
     let all: Vec<&Record> = records.iter().collect();
@@ -333,14 +331,11 @@ pub fn estimate_gradient(
     });
     // Grouped jackknife: delete each of G contiguous groups in turn.
     let groups = options.trajectories.min(50);
-    let replicates: Vec<Dual> = (0..groups)
-        .into_par_iter()
-        .map(|g| {
-            let (lo, hi) = (g * all.len() / groups, (g + 1) * all.len() / groups);
-            let subset: Vec<&Record> = all[..lo].iter().chain(&all[hi..]).copied().collect();
-            aggregate(&subset)
-        })
-        .collect();
+    let replicates: Vec<Dual> = map_range(0..groups, |g| {
+        let (lo, hi) = (g * all.len() / groups, (g + 1) * all.len() / groups);
+        let subset: Vec<&Record> = all[..lo].iter().chain(&all[hi..]).copied().collect();
+        aggregate(&subset)
+    });
     let jackknife_se = |value: &dyn Fn(&Dual) -> f64| {
         let g = groups as f64;
         let mean = replicates.iter().map(value).sum::<f64>() / g;
@@ -436,10 +431,11 @@ pub fn run_timed(
     );
     let leaves = Leaves::from_exprs(leaves.to_vec(), model);
     let shared = runners::Shared::new(compiled, params);
-    let records: Vec<Record> = range
-        .into_par_iter()
-        .map(|n| runners::run(compiled, params, &leaves, times, options, &shared, n))
-        .collect::<Result<_, SimError>>()?;
+    let records = map_range(range, |n| {
+        runners::run(compiled, params, &leaves, times, options, &shared, n)
+    })
+    .into_iter()
+    .collect::<Result<Vec<Record>, SimError>>()?;
     let events = records.iter().map(|r| r.events).sum();
     Ok(TimedRecords {
         records,
