@@ -4,7 +4,7 @@
 //! the number of events. See `docs/gradients.md` for the constructions, biases and variances.
 //!
 //! Every estimator produces, per trajectory, the values of the objective's leaf expressions and
-//! what it needs to estimate the gradient of E[f] and E[f²] for each leaf; the objective's chain
+//! what it needs to estimate the gradient of E\[f\] and E\[f²\] for each leaf; the objective's chain
 //! rule is then applied to those moments ([`objective`]). Standard errors come from a grouped
 //! jackknife over trajectories, which accounts for the non-linearity of the objective and for the
 //! leave-one-out baseline of the score estimator.

@@ -86,12 +86,12 @@ impl Dual {
     }
 }
 
-/// The estimated moments of one leaf `f`: E[f], E[f²] and their gradients.
+/// The estimated moments of one leaf `f`: E\[f\], E\[f²\] and their gradients.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeafMoments {
-    /// E[f] and its gradient.
+    /// E\[f\] and its gradient.
     pub m1: Dual,
-    /// E[f²] and its gradient.
+    /// E\[f²\] and its gradient.
     pub m2: Dual,
     /// Number of samples (for the n - 1 correction of the variance).
     pub n: usize,

@@ -216,9 +216,6 @@ pub fn extra_len(est: Estimator, nl: usize, np: usize) -> usize {
 }
 
 /// Straight-through Gumbel-Softmax. `extra` holds the pathwise derivative of every leaf, `[m][q]`.
-///
-/// Dispatches on the number of parameters so that the tangent loops, which run over parameters,
-/// have a length known at compile time for the common small cases (unrolled and vectorised).
 #[allow(clippy::too_many_arguments)]
 fn gs_st(
     c: &CompiledModel,
@@ -230,23 +227,23 @@ fn gs_st(
     temp: f64,
     n: usize,
 ) -> Result<Record, SimError> {
-    let run = match p.len() {
-        1 => gs_st_width::<1>,
-        2 => gs_st_width::<2>,
-        3 => gs_st_width::<3>,
-        4 => gs_st_width::<4>,
-        5 => gs_st_width::<5>,
-        6 => gs_st_width::<6>,
-        7 => gs_st_width::<7>,
-        8 => gs_st_width::<8>,
-        _ => gs_st_width::<0>,
-    };
-    match run(c, p, leaves, times, o, layout, temp, n, false) {
+    match gs_st_trajectory(c, p, leaves, times, o, layout, temp, n, Checks::AtRecords) {
         // A non-finite tangent is rare: replay the trajectory (same random stream) checking every
         // event, to name the derivative that caused it.
-        Err(SimError::TangentOverflow { .. }) => run(c, p, leaves, times, o, layout, temp, n, true),
+        Err(SimError::TangentOverflow { .. }) => {
+            gs_st_trajectory(c, p, leaves, times, o, layout, temp, n, Checks::EveryEvent)
+        }
         other => other,
     }
+}
+
+/// Where GS-ST checks that the state tangent is finite.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Where it is recorded (cheap; a failure is then located by a replay).
+    AtRecords,
+    /// After every event, naming the derivative that made it non-finite.
+    EveryEvent,
 }
 
 /// The sparse structure GS-ST's tangent update walks, flattened.
@@ -280,11 +277,9 @@ impl GsStLayout {
     }
 }
 
-/// GS-ST with `W` parameters (`W = 0`: any number, known only at run time). With `locate` every
-/// event checks the tangents, so that a non-finite one is reported where it first appears;
-/// without it, the state tangent is checked only where it is recorded.
+/// One GS-ST trajectory.
 #[allow(clippy::too_many_arguments)]
-fn gs_st_width<const W: usize>(
+fn gs_st_trajectory(
     c: &CompiledModel,
     p: &[f64],
     leaves: &Leaves,
@@ -293,10 +288,10 @@ fn gs_st_width<const W: usize>(
     layout: &GsStLayout,
     temp: f64,
     n: usize,
-    locate: bool,
+    checks: Checks,
 ) -> Result<Record, SimError> {
-    let np = if W == 0 { p.len() } else { W };
-    debug_assert_eq!(np, p.len());
+    let np = p.len();
+    let locate = checks == Checks::EveryEvent;
     // Checked by `estimate_gradient`: the tangent below has no time component.
     debug_assert!(c.pattern.dtime.is_empty());
     let (nr, ns) = (c.n_reactions(), c.n_species());
@@ -369,7 +364,7 @@ fn gs_st_width<const W: usize>(
         if c.has_gs_st_tangent() {
             c.gs_st_tangent(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut dx);
         } else {
-            tangent_update::<W>(
+            tangent_update(
                 layout,
                 &buf,
                 &coef,
@@ -407,12 +402,12 @@ fn gs_st_width<const W: usize>(
     Ok(Record { f, extra, events })
 }
 
-/// GS-ST's state-tangent update for one event, in generic loops (the JIT's unrolled kernel,
+/// GS-ST's state-tangent update for one event, in loops (the JIT's unrolled kernel,
 /// [`CompiledModel::gs_st_tangent`], does the same operations in the same order): with
 /// `u_j = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i)` and `w = scale Σ_j u_j`, adds
 /// `scale S_ij (u_j - r_j w)` to `dx_i`, reaction by reaction.
 #[allow(clippy::too_many_arguments)]
-fn tangent_update<const W: usize>(
+fn tangent_update(
     layout: &GsStLayout,
     buf: &Partials,
     coef: &[f64],
@@ -423,7 +418,7 @@ fn tangent_update<const W: usize>(
     w: &mut [f64],
     spread: &mut [f64],
 ) {
-    let np = if W == 0 { w.len() } else { W };
+    let np = w.len();
     let ns = dx.len() / np;
     w.iter_mut().for_each(|v| *v = 0.0);
     for (j, &cj) in coef.iter().enumerate() {
@@ -907,76 +902,10 @@ pub fn moments(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::estimators::Objective;
-
-    fn telegraph() -> (CompiledModel, Vec<f64>) {
-        let model = crate::Model::parse(
-            "telegraph.rxn",
-            "species Goff = 1, Gon = 0, M = 0\nparam kon = 0.5, koff = 1, ktx = 10, kdeg = 1\n\
-             Goff <-> Gon @ kon, koff\nGon -> Gon + M @ ktx\nM -> 0 @ kdeg\n",
-        )
-        .unwrap();
-        let params = model.ir.param_values();
-        (CompiledModel::new(&model.ir).unwrap(), params)
-    }
-
-    fn options(temperature: f64) -> GradOptions {
-        GradOptions {
-            t_end: 20.0,
-            trajectories: 1,
-            seed: 7,
-            estimator: Estimator::GsSt { temperature },
-            max_events: 1_000_000,
-        }
-    }
-
-    /// The loops specialised to four parameters compute what the any-width loops compute.
-    #[test]
-    fn gs_st_fixed_width_matches_any_width() {
-        let (c, p) = telegraph();
-        let objective = Objective::parse("mean(M)", &c.model).unwrap();
-        let leaves = Leaves::new(&objective, &c.model);
-        for temperature in [1.0, 0.5] {
-            let o = options(temperature);
-            for n in 0..20 {
-                type Runner = fn(
-                    &CompiledModel,
-                    &[f64],
-                    &Leaves,
-                    &[f64],
-                    &GradOptions,
-                    &GsStLayout,
-                    f64,
-                    usize,
-                    bool,
-                ) -> Result<Record, SimError>;
-                let layout = GsStLayout::new(&c);
-                let run = |f: Runner| -> Record {
-                    f(
-                        &c,
-                        &p,
-                        &leaves,
-                        &[5.0, 20.0],
-                        &o,
-                        &layout,
-                        temperature,
-                        n,
-                        false,
-                    )
-                    .unwrap()
-                };
-                let (fixed, any) = (run(gs_st_width::<4>), run(gs_st_width::<0>));
-                assert_eq!((fixed.f, fixed.events), (any.f, any.events));
-                for (a, b) in fixed.extra.iter().zip(&any.extra) {
-                    assert!((a - b).abs() <= 1e-12 * a.abs().max(1.0), "{a} vs {b}");
-                }
-            }
-        }
-    }
 
     /// Models of every shape the tangent kernel meets: higher-order mass action, full rate laws
-    /// with Hill functions and divisions, reactions with no parameter, more parameters than the
-    /// specialised widths (the generic loop), catalytic reactions with an empty net change.
+    /// with Hill functions and divisions, reactions with no parameter, odd and even numbers of
+    /// parameters (the kernel works in pairs), catalytic reactions with an empty net change.
     const TANGENT_MODELS: [&str; 6] = [
         include_str!("../../examples/michaelis_menten.rxn"),
         include_str!("../../examples/autorepressor.rxn"),
@@ -1018,8 +947,7 @@ mod tests {
                 let (mut jit, mut generic) = (dx.clone(), dx);
                 c.gs_st_tangent(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut jit);
                 let (mut u, mut w, mut spread) = (vec![0.0; nr * np], vec![0.0; np], vec![0.0; ns]);
-                let mut four = generic.clone();
-                tangent_update::<0>(
+                tangent_update(
                     &layout,
                     &buf,
                     &coef,
@@ -1031,20 +959,6 @@ mod tests {
                     &mut spread,
                 );
                 assert_eq!(jit, generic, "{text}");
-                if np == 4 {
-                    tangent_update::<4>(
-                        &layout,
-                        &buf,
-                        &coef,
-                        &r,
-                        scale,
-                        &mut four,
-                        &mut u,
-                        &mut w,
-                        &mut spread,
-                    );
-                    assert_eq!(four, generic, "{text}");
-                }
             }
         }
     }
