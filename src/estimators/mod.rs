@@ -57,7 +57,11 @@ impl Estimator {
     /// [`CompiledModel::with_kernels`](crate::jit::CompiledModel::with_kernels) to save start-up time.
     pub fn kernels(&self) -> Kernels {
         match self {
-            Estimator::GsSt { .. } | Estimator::Score => Kernels::PARTIALS,
+            Estimator::GsSt { .. } => Kernels {
+                gs_st_tangent: true,
+                ..Kernels::PARTIALS
+            },
+            Estimator::Score => Kernels::PARTIALS,
             Estimator::AltPath => Kernels::ALL,
             Estimator::Fd { .. } => Kernels::SIMULATION,
         }

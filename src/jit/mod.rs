@@ -82,6 +82,10 @@ pub struct Kernels {
     pub simulation: bool,
     /// `partials`: propensities with their derivatives, for the gradient estimators.
     pub partials: bool,
+    /// `gs_st_tangent`, GS-ST's unrolled state-tangent update (with `partials`, and only for
+    /// models small enough to unroll). An optimisation: without it GS-ST runs generic loops that
+    /// compute the same bits.
+    pub gs_st_tangent: bool,
 }
 
 impl Kernels {
@@ -89,19 +93,22 @@ impl Kernels {
     pub const ALL: Kernels = Kernels {
         simulation: true,
         partials: true,
+        gs_st_tangent: true,
     };
     /// The simulation kernels only.
     pub const SIMULATION: Kernels = Kernels {
         simulation: true,
         partials: false,
+        gs_st_tangent: false,
     };
     /// The partial-derivative kernel only.
     pub const PARTIALS: Kernels = Kernels {
         simulation: false,
         partials: true,
+        gs_st_tangent: false,
     };
 
-    /// Whether every kernel in `other` is in `self`.
+    /// Whether every kernel `other` needs is in `self` (the optional GS-ST tangent kernel aside).
     pub fn contains(self, other: Kernels) -> bool {
         (self.simulation || !other.simulation) && (self.partials || !other.partials)
     }
@@ -271,12 +278,14 @@ impl CompiledModel {
                 },
             )
         };
-        let gs_st_tangent =
-            if kernels.partials && gs_st_tangent_size(model, &pattern) <= MAX_TANGENT_KERNEL {
-                Some(generator.gs_st_tangent(&pattern, clif.as_mut())?)
-            } else {
-                None
-            };
+        let gs_st_tangent = if kernels.partials
+            && kernels.gs_st_tangent
+            && gs_st_tangent_size(model, &pattern) <= MAX_TANGENT_KERNEL
+        {
+            Some(generator.gs_st_tangent(&pattern, clif.as_mut())?)
+        } else {
+            None
+        };
         module.finalize_definitions().map_err(jit_err)?;
         // SAFETY (all transmutes below): the signatures are the ones the functions were generated
         // with.
@@ -442,9 +451,9 @@ impl CompiledModel {
         }
     }
 
-    /// Whether [`CompiledModel::gs_st_tangent`] is available: it is generated with the partials
-    /// kernel unless the model is so large that the unrolled code would cost more to compile
-    /// than it saves (then the estimator uses its generic loops).
+    /// Whether [`CompiledModel::gs_st_tangent`] is available: it is generated when
+    /// [`Kernels::gs_st_tangent`] asks for it, unless the model is so large that the unrolled code
+    /// would cost more to compile than it saves (then the estimator uses its generic loops).
     pub fn has_gs_st_tangent(&self) -> bool {
         self.gs_st_tangent.is_some()
     }
