@@ -228,17 +228,11 @@ impl CompiledModel {
             .set("use_colocated_libcalls", "false")
             .map_err(jit_err)?;
         flags.set("is_pic", "false").map_err(jit_err)?;
-        // The verifier re-checks every generated function (a fifth of the JIT time); the property
-        // tests run it in debug builds, where a generator bug would show.
+        // The verifier re-checks every generated function (a fifth of the JIT time): debug builds,
+        // `--emit clif` and the JIT-against-interpreter property tests (through `with_clif`) run it.
+        let verify = keep_clif || cfg!(debug_assertions);
         flags
-            .set(
-                "enable_verifier",
-                if cfg!(debug_assertions) {
-                    "true"
-                } else {
-                    "false"
-                },
-            )
+            .set("enable_verifier", if verify { "true" } else { "false" })
             .map_err(jit_err)?;
         let isa_builder = cranelift_native::builder().map_err(jit_err)?;
         let isa = isa_builder
