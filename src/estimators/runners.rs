@@ -174,6 +174,7 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Prepares what the estimators need for `c` at the parameter values `params`.
     pub fn new(c: &CompiledModel, params: &[f64]) -> Shared {
         Shared {
             fd: fd_scales(&c.model, params),
