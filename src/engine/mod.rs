@@ -308,7 +308,8 @@ pub struct Trajectory<'m> {
     tree: Option<SumTree>,
 }
 
-/// Above this many reactions the engine selects through a binary tree of partial sums instead of a linear scan.
+/// Above this many reactions the engine selects through a binary tree of partial sums instead of
+/// a linear scan.
 pub const SUM_TREE_THRESHOLD: usize = 64;
 
 /// A complete binary tree of partial sums over the propensities: selection and the update of one
