@@ -181,8 +181,8 @@ pub enum SimError {
         /// Which trajectory.
         trajectory: usize,
     },
-    /// The derivative of the state with respect to the parameters overflowed although every
-    /// partial derivative of the propensities was finite (gradient estimators).
+    /// The derivative an estimator carries along a trajectory (GS-ST's state tangent, the score)
+    /// overflowed although every partial derivative of the propensities was finite.
     TangentOverflow {
         /// When it was noticed.
         time: f64,
@@ -239,9 +239,10 @@ impl fmt::Display for SimError {
                 trajectory,
             } => write!(
                 f,
-                "the derivative of the state with respect to the parameters overflowed by t = {time} in \
-                 trajectory {trajectory} (state: {}). Shorten the horizon or use --estimator score, \
-                 whose tangents do not compound along the path",
+                "the derivative with respect to the parameters that the estimator carries along \
+                 trajectory {trajectory} overflowed by t = {time} although every partial derivative \
+                 of the propensities was finite (state: {}). Shorten the horizon, or try another \
+                 estimator",
                 state_text(state)
             ),
             SimError::Cancelled => f.write_str("cancelled after another trajectory failed"),

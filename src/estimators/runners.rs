@@ -171,6 +171,7 @@ pub struct Shared {
     /// How `fd` perturbs each parameter.
     pub fd: Vec<FdScale>,
     gs_st: GsStLayout,
+    score: ScoreLayout,
 }
 
 impl Shared {
@@ -179,6 +180,7 @@ impl Shared {
         Shared {
             fd: fd_scales(&c.model, params),
             gs_st: GsStLayout::new(c),
+            score: ScoreLayout::new(c),
         }
     }
 }
@@ -200,7 +202,7 @@ pub fn run(
         Estimator::GsSt { temperature } => {
             gs_st(c, p, leaves, times, o, &shared.gs_st, temperature, n)
         }
-        Estimator::Score => score(c, p, leaves, times, o, n),
+        Estimator::Score => score(c, p, leaves, times, o, &shared.score, n),
         Estimator::AltPath => alt_path(c, p, leaves, times, o, n),
         Estimator::Fd { sigma } => finite_differences(c, p, leaves, times, o, fd, sigma, n),
     }
@@ -517,7 +519,50 @@ fn score(
     leaves: &Leaves,
     times: &[f64],
     o: &GradOptions,
+    layout: &ScoreLayout,
     n: usize,
+) -> Result<Record, SimError> {
+    match score_trajectory(c, p, leaves, times, o, layout, n, Checks::AtRecords) {
+        // A non-finite score is rare: replay the trajectory (same random stream) checking every
+        // event, to name the derivative that caused it.
+        Err(SimError::TangentOverflow { .. }) => {
+            score_trajectory(c, p, leaves, times, o, layout, n, Checks::EveryEvent)
+        }
+        other => other,
+    }
+}
+
+/// The score's view of the sparsity: `dparam[start[k]..start[k + 1]]` are reaction `k`'s entries
+/// of [`PartialsPattern::dparam`](crate::jit::PartialsPattern) (which lists them by reaction).
+struct ScoreLayout {
+    start: Vec<usize>,
+}
+
+impl ScoreLayout {
+    fn new(c: &CompiledModel) -> Self {
+        let mut start = vec![0; c.n_reactions() + 1];
+        for &(k, _) in &c.pattern.dparam {
+            start[k + 1] += 1;
+        }
+        for k in 0..c.n_reactions() {
+            start[k + 1] += start[k];
+        }
+        debug_assert!(c.pattern.dparam.is_sorted_by_key(|e| e.0));
+        ScoreLayout { start }
+    }
+}
+
+/// One score-function trajectory.
+#[allow(clippy::too_many_arguments)]
+fn score_trajectory(
+    c: &CompiledModel,
+    p: &[f64],
+    leaves: &Leaves,
+    times: &[f64],
+    o: &GradOptions,
+    layout: &ScoreLayout,
+    n: usize,
+    checks: Checks,
 ) -> Result<Record, SimError> {
     let np = p.len();
     let mut rng = stream_rng(o.seed, n as u64);
@@ -528,25 +573,44 @@ fn score(
     let mut events = 0u64;
     let (mut f, mut extra) = (Vec::new(), Vec::new());
     let mut next = 0;
-    let mut da0 = vec![0.0; np];
+    // ∂a0/∂θ, needed only where the score is recorded.
+    let total_derivative = |buf: &Partials| {
+        let mut da0 = vec![0.0; np];
+        for &(k, q) in &c.pattern.dparam {
+            da0[q] += buf.dadp[k * np + q];
+        }
+        da0
+    };
+    // The score censored at `tk`, the leaves' direct derivatives and values there.
+    let record = |x: &[i64], censored: &dyn Fn(usize) -> f64, tk: f64| {
+        let censored: Vec<f64> = (0..np).map(censored).collect();
+        if censored.iter().any(|v| !v.is_finite()) {
+            return Err(non_finite_tangent(c, x, tk, n));
+        }
+        Ok((censored, leaves.direct(x, p, tk), leaves.values(x, p, tk)))
+    };
     loop {
-        let a0 = buf.eval(c, &x, p, t, n)?;
+        let mut a0 = buf.eval_unchecked(c, &x, p, t);
+        if checks == Checks::EveryEvent || buf.a.iter().fold(false, |bad, &a| bad | !(a >= 0.0)) {
+            // Names the offending reaction and derivative.
+            a0 = buf.eval(c, &x, p, t, n)?;
+        }
         let tau = if a0 > 0.0 {
             Distribution::<f64>::sample(&Exp1, &mut rng) / a0
         } else {
             f64::INFINITY
         };
-        da0.iter_mut().for_each(|v| *v = 0.0);
-        for &(k, q) in &c.pattern.dparam {
-            da0[q] += buf.dadp[k * np + q];
-        }
         // Observation times inside this interval: the score so far, censored at that time.
-        while next < times.len() && times[next] < t + tau {
-            let tk = times[next];
-            extra.extend(s.iter().zip(&da0).map(|(v, d)| v - (tk - t) * d));
-            extra.extend(leaves.direct(&x, p, tk));
-            f.extend(leaves.values(&x, p, tk));
-            next += 1;
+        if next < times.len() && times[next] < t + tau {
+            let da0 = total_derivative(&buf);
+            while next < times.len() && times[next] < t + tau {
+                let tk = times[next];
+                let (score, direct, values) = record(&x, &|q| s[q] - (tk - t) * da0[q], tk)?;
+                extra.extend(score);
+                extra.extend(direct);
+                f.extend(values);
+                next += 1;
+            }
         }
         // −∫ ∂a0/∂θ dt over the interval, censored at the horizon.
         // (Per channel, in the same order as `rxnc grad` has always summed it.)
@@ -555,7 +619,18 @@ fn score(
             s[q] -= interval * buf.dadp[k * np + q];
         }
         if t + tau > o.t_end {
-            break;
+            if next < times.len() {
+                // Only when the horizon is past the last event: `s` is censored at the horizon.
+                let da0 = total_derivative(&buf);
+                for &tk in &times[next..] {
+                    let (score, direct, values) =
+                        record(&x, &|q| s[q] + (o.t_end - tk) * da0[q], tk)?;
+                    extra.extend(score);
+                    extra.extend(direct);
+                    f.extend(values);
+                }
+            }
+            return Ok(Record { f, extra, events });
         }
         if events >= o.max_events {
             return Err(too_many(c, &x, t, o.max_events, n));
@@ -564,20 +639,14 @@ fn score(
         t += tau;
         let k = select_or_last(&buf.a, rng.random::<f64>() * a0);
         // + ∂ log a_k/∂θ for the reaction that fired.
-        for &(j, q) in &c.pattern.dparam {
-            if j == k {
-                s[q] += buf.dadp[k * np + q] / buf.a[k];
-            }
+        for &(_, q) in &c.pattern.dparam[layout.start[k]..layout.start[k + 1]] {
+            s[q] += buf.dadp[k * np + q] / buf.a[k];
         }
         apply(c, k, &mut x);
+        if checks == Checks::EveryEvent && s.iter().any(|v| !v.is_finite()) {
+            return Err(non_finite_tangent(c, &x, t, n));
+        }
     }
-    for &tk in &times[next..] {
-        // Only reached when the horizon is past the last event: `s` is censored at the horizon.
-        extra.extend(s.iter().zip(&da0).map(|(v, d)| v + (o.t_end - tk) * d));
-        extra.extend(leaves.direct(&x, p, tk));
-        f.extend(leaves.values(&x, p, tk));
-    }
-    Ok(Record { f, extra, events })
 }
 
 /// The uniformised clock's random numbers for tick `i`: counter-based, so that an alternative path
