@@ -745,13 +745,14 @@ impl<'m> Generator<'m> {
             let load = |b: &mut FunctionBuilder, base: Value, index: usize| {
                 b.ins().load(types::F64, flags, base, (8 * index) as i32)
             };
-            let by_reaction = |pairs: &[(usize, usize)], j: usize| -> Vec<usize> {
-                (pairs.iter().filter(|p| p.0 == j).map(|p| p.1)).collect()
+            let by_reaction = |pairs: &[(usize, usize)]| {
+                let mut rows = vec![Vec::new(); nr];
+                for &(j, k) in pairs {
+                    rows[j].push(k);
+                }
+                rows
             };
-            let dparam: Vec<Vec<usize>> =
-                (0..nr).map(|j| by_reaction(&pattern.dparam, j)).collect();
-            let dspecies: Vec<Vec<usize>> =
-                (0..nr).map(|j| by_reaction(&pattern.dspecies, j)).collect();
+            let (dparam, dspecies) = (by_reaction(&pattern.dparam), by_reaction(&pattern.dspecies));
             // changes[i]: the reactions changing species i, in order, with scale S_ij.
             let mut changes: Vec<Vec<(usize, Value)>> = vec![Vec::new(); ns];
             // spread[i] = Σ_j scale S_ij r_j, one scalar per species.
