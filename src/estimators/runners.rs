@@ -85,6 +85,26 @@ impl Partials {
             &mut self.dadt,
         )
     }
+    /// The kernel, with the full checks of [`Partials::eval`] only under [`Checks::EveryEvent`]
+    /// or when a propensity is negative or NaN (a cheap test): the derivatives are then checked
+    /// where the estimator records what it carries.
+    #[inline(always)]
+    fn eval_checked_by(
+        &mut self,
+        checks: Checks,
+        c: &CompiledModel,
+        x: &[i64],
+        p: &[f64],
+        t: f64,
+        index: usize,
+    ) -> Result<f64, SimError> {
+        let a0 = self.eval_unchecked(c, x, p, t);
+        if checks == Checks::EveryEvent || self.a.iter().fold(false, |bad, &a| bad | !(a >= 0.0)) {
+            // Names the offending reaction and derivative.
+            return self.eval(c, x, p, t, index);
+        }
+        Ok(a0)
+    }
     /// The kernel, then a diagnostic for a negative or NaN propensity or a non-finite derivative.
     fn eval(
         &mut self,
@@ -230,23 +250,29 @@ fn gs_st(
     temp: f64,
     n: usize,
 ) -> Result<Record, SimError> {
-    match gs_st_trajectory(c, p, leaves, times, o, layout, temp, n, Checks::AtRecords) {
-        // A non-finite tangent is rare: replay the trajectory (same random stream) checking every
-        // event, to name the derivative that caused it.
-        Err(SimError::TangentOverflow { .. }) => {
-            gs_st_trajectory(c, p, leaves, times, o, layout, temp, n, Checks::EveryEvent)
-        }
-        other => other,
-    }
+    checked_by_replay(|checks| gs_st_trajectory(c, p, leaves, times, o, layout, temp, n, checks))
 }
 
-/// Where GS-ST checks that the state tangent is finite.
+/// Where an estimator checks that what it carries along the trajectory (GS-ST's state tangent,
+/// the score) and the partial derivatives feeding it are finite.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Checks {
     /// Where it is recorded (cheap; a failure is then located by a replay).
     AtRecords,
     /// After every event, naming the derivative that made it non-finite.
     EveryEvent,
+}
+
+/// Runs a trajectory with [`Checks::AtRecords`]; a non-finite result is rare, and then the same
+/// trajectory (same random stream) is replayed with [`Checks::EveryEvent`] to name the derivative
+/// that caused it.
+fn checked_by_replay(
+    trajectory: impl Fn(Checks) -> Result<Record, SimError>,
+) -> Result<Record, SimError> {
+    match trajectory(Checks::AtRecords) {
+        Err(SimError::TangentOverflow { .. }) => trajectory(Checks::EveryEvent),
+        other => other,
+    }
 }
 
 /// The sparse structure GS-ST's tangent update walks, flattened.
@@ -294,7 +320,6 @@ fn gs_st_trajectory(
     checks: Checks,
 ) -> Result<Record, SimError> {
     let np = p.len();
-    let locate = checks == Checks::EveryEvent;
     // Checked by `estimate_gradient`: the tangent below has no time component.
     debug_assert!(c.pattern.dtime.is_empty());
     let (nr, ns) = (c.n_reactions(), c.n_species());
@@ -314,11 +339,7 @@ fn gs_st_trajectory(
     let (mut f, mut extra) = (Vec::new(), Vec::new());
     let mut next = 0;
     loop {
-        let mut a0 = buf.eval_unchecked(c, &x, p, t);
-        if locate || buf.a.iter().fold(false, |bad, &a| bad | !(a >= 0.0)) {
-            // Names the offending reaction and derivative.
-            a0 = buf.eval(c, &x, p, t, n)?;
-        }
+        let a0 = buf.eval_checked_by(checks, c, &x, p, t, n)?;
         if a0 <= 0.0 {
             break;
         }
@@ -382,7 +403,7 @@ fn gs_st_trajectory(
         for &(i, d) in &layout.net[best] {
             x[i] += d;
         }
-        if locate && dx.iter().any(|v| !v.is_finite()) {
+        if checks == Checks::EveryEvent && dx.iter().any(|v| !v.is_finite()) {
             // `eval` has checked ∂a/∂θ at this event; the tangent also reads ∂a/∂x.
             let bad =
                 (c.pattern.dspecies.iter()).find(|&&(k, i)| !buf.dadx[k * ns + i].is_finite());
@@ -408,7 +429,7 @@ fn gs_st_trajectory(
 /// GS-ST's state-tangent update for one event, in loops (the JIT's unrolled kernel,
 /// [`CompiledModel::gs_st_tangent`], does the same operations in the same order): with
 /// `u_j = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i)` and `w = scale Σ_j u_j`, adds
-/// `scale S_ij (u_j - r_j w)` to `dx_i`, reaction by reaction.
+/// `Σ_j scale S_ij (u_j - r_j w)` to `dx_i`.
 #[allow(clippy::too_many_arguments)]
 fn tangent_update(
     layout: &GsStLayout,
@@ -522,14 +543,7 @@ fn score(
     layout: &ScoreLayout,
     n: usize,
 ) -> Result<Record, SimError> {
-    match score_trajectory(c, p, leaves, times, o, layout, n, Checks::AtRecords) {
-        // A non-finite score is rare: replay the trajectory (same random stream) checking every
-        // event, to name the derivative that caused it.
-        Err(SimError::TangentOverflow { .. }) => {
-            score_trajectory(c, p, leaves, times, o, layout, n, Checks::EveryEvent)
-        }
-        other => other,
-    }
+    checked_by_replay(|checks| score_trajectory(c, p, leaves, times, o, layout, n, checks))
 }
 
 /// The score's view of the sparsity: `dparam[start[k]..start[k + 1]]` are reaction `k`'s entries
@@ -590,11 +604,7 @@ fn score_trajectory(
         Ok((censored, leaves.direct(x, p, tk), leaves.values(x, p, tk)))
     };
     loop {
-        let mut a0 = buf.eval_unchecked(c, &x, p, t);
-        if checks == Checks::EveryEvent || buf.a.iter().fold(false, |bad, &a| bad | !(a >= 0.0)) {
-            // Names the offending reaction and derivative.
-            a0 = buf.eval(c, &x, p, t, n)?;
-        }
+        let a0 = buf.eval_checked_by(checks, c, &x, p, t, n)?;
         let tau = if a0 > 0.0 {
             Distribution::<f64>::sample(&Exp1, &mut rng) / a0
         } else {
