@@ -352,3 +352,34 @@ fn gs_st_same_gradient_with_and_without_the_tangent_kernel() {
     assert_eq!(with, without);
     assert!(with.gradient.iter().all(|(_, g)| g.estimate != 0.0));
 }
+
+/// A model compiled without the kernels a computation needs is an error that says how to compile
+/// it, not a panic: library callers choose the kernels.
+#[test]
+fn missing_kernels_are_errors() {
+    let model = Model::parse("bd.rxn", BIRTH_DEATH).unwrap();
+    let params = model.ir.param_values();
+    let partials_only = CompiledModel::with_kernels(&model.ir, Kernels::PARTIALS).unwrap();
+    let err = rxnc::engine::Ensemble::run(
+        &partials_only,
+        &params,
+        &rxnc::engine::SimOptions {
+            t_end: 1.0,
+            trajectories: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("Kernels::SIMULATION"), "{err}");
+    let simulation_only = CompiledModel::with_kernels(&model.ir, Kernels::SIMULATION).unwrap();
+    let objective = Objective::parse("mean(X)", &model.ir).unwrap();
+    let options = GradOptions {
+        t_end: 1.0,
+        trajectories: 10,
+        seed: 1,
+        estimator: Estimator::Score,
+        max_events: 1000,
+    };
+    let err = estimate_gradient(&simulation_only, &params, &objective, &options).unwrap_err();
+    assert!(err.to_string().contains("with_kernels"), "{err}");
+}

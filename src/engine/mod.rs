@@ -367,6 +367,13 @@ impl<'m> Trajectory<'m> {
         params: &'m [f64],
         index: usize,
     ) -> Result<Self, SimError> {
+        if !compiled.kernels().simulation {
+            return Err(SimError::Options(
+                "the model was compiled without the simulation kernels: compile it with \
+                 CompiledModel::new or Kernels::SIMULATION"
+                    .into(),
+            ));
+        }
         let x = compiled.model.initial_state();
         let mut a = vec![0.0; compiled.n_reactions()];
         let a0 = compiled.propensities(&x, params, 0.0, &mut a);

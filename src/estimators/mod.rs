@@ -225,6 +225,17 @@ impl Leaves {
     }
 }
 
+/// What is wrong when `compiled` lacks kernels `estimator` runs on.
+fn missing_kernels(compiled: &CompiledModel, estimator: Estimator) -> Option<String> {
+    (!compiled.kernels().contains(estimator.kernels())).then(|| {
+        format!(
+            "the {} estimator needs kernels this model was not compiled with: compile it with \
+             CompiledModel::with_kernels(model, Estimator::kernels())",
+            estimator.name()
+        )
+    })
+}
+
 /// Estimates the objective and its gradient with respect to every free parameter.
 pub fn estimate_gradient(
     compiled: &CompiledModel,
@@ -233,12 +244,8 @@ pub fn estimate_gradient(
     options: &GradOptions,
 ) -> Result<GradResult, GradError> {
     let model = &compiled.model;
-    if !compiled.kernels().contains(options.estimator.kernels()) {
-        return Err(GradError::Options(format!(
-            "the {} estimator needs kernels this model was not compiled with: compile it with \
-             CompiledModel::with_kernels(model, Estimator::kernels())",
-            options.estimator.name()
-        )));
+    if let Some(m) = missing_kernels(compiled, options.estimator) {
+        return Err(GradError::Options(m));
     }
     if model.params.is_empty() {
         return Err(GradError::Options(
@@ -429,10 +436,9 @@ pub fn run_timed(
     range: std::ops::Range<usize>,
 ) -> Result<TimedRecords, SimError> {
     let model = &compiled.model;
-    assert!(
-        compiled.kernels().contains(options.estimator.kernels()),
-        "compiled without the kernels the estimator needs"
-    );
+    if let Some(m) = missing_kernels(compiled, options.estimator) {
+        return Err(SimError::Options(m));
+    }
     let leaves = Leaves::from_exprs(leaves.to_vec(), model);
     let shared = runners::Shared::new(compiled, params);
     let records = map_range(range, |n| {
