@@ -647,14 +647,7 @@ impl<'m> Generator<'m> {
     fn propensities(&mut self, clif: Option<&mut String>) -> Result<FuncId, JitError> {
         let sig = self.signature(false, true);
         self.define("propensities", sig, clif, |e, params, model| {
-            let a = params[3];
-            let mut sum = e.b.ins().f64const(0.0);
-            for (j, r) in model.reactions.iter().enumerate() {
-                let v = e.expr(&r.propensity);
-                e.b.ins()
-                    .store(MemFlagsData::trusted(), v, a, (8 * j) as i32);
-                sum = e.b.ins().fadd(sum, v);
-            }
+            let sum = e.all_propensities(model, params[3]);
             e.b.ins().return_(&[sum]);
         })
     }
@@ -698,14 +691,7 @@ impl<'m> Generator<'m> {
             }
         }
         let id = self.define("partials", sig, clif, |e, params, model| {
-            let a = params[3];
-            let mut sum = e.b.ins().f64const(0.0);
-            for (j, r) in model.reactions.iter().enumerate() {
-                let v = e.expr(&r.propensity);
-                e.b.ins()
-                    .store(MemFlagsData::trusted(), v, a, (8 * j) as i32);
-                sum = e.b.ins().fadd(sum, v);
-            }
+            let sum = e.all_propensities(model, params[3]);
             for (array, offset, d) in &outputs {
                 let v = e.expr(d);
                 e.b.ins()
@@ -939,6 +925,19 @@ impl<'m> Generator<'m> {
 }
 
 impl Emitter<'_, '_> {
+    /// Emits every propensity, stored into `a`, and returns their sum.
+    fn all_propensities(&mut self, model: &ir::Model, a: Value) -> Value {
+        let mut sum = self.b.ins().f64const(0.0);
+        for (j, r) in model.reactions.iter().enumerate() {
+            let v = self.expr(&r.propensity);
+            self.b
+                .ins()
+                .store(MemFlagsData::trusted(), v, a, (8 * j) as i32);
+            sum = self.b.ins().fadd(sum, v);
+        }
+        sum
+    }
+
     /// Emits, from the current block to its return, the firing of reaction `k`: the state update,
     /// the recomputation of its dependents into `a`, and the change of their sum (NaN on a
     /// negative count or an invalid propensity).
