@@ -275,6 +275,10 @@ fn checked_by_replay(
     }
 }
 
+/// Up to this many species, GS-ST fires a reaction by adding a dense column of the
+/// stoichiometry.
+const DENSE_NET_MAX_SPECIES: usize = 8;
+
 /// The sparse structure GS-ST's tangent update walks, flattened.
 struct GsStLayout {
     /// `dspecies[dspecies_start[j]..dspecies_start[j + 1]]`: the species `i` with a non-zero
@@ -283,6 +287,10 @@ struct GsStLayout {
     dspecies: Vec<usize>,
     /// `net[j]`: reaction `j`'s net change of the state.
     net: Vec<Vec<(usize, i64)>>,
+    /// The same as dense columns, `[j][i]`, for models with few species: adding a whole column
+    /// has a fixed trip count, where walking `net[j]` mispredicts whenever the fired reaction
+    /// changes a different number of species than the last one.
+    dense_net: Option<Vec<i64>>,
 }
 
 impl GsStLayout {
@@ -297,11 +305,37 @@ impl GsStLayout {
             dspecies.extend(row);
             dspecies_start.push(dspecies.len());
         }
-        let net = c.model.reactions.iter().map(|r| r.net.clone()).collect();
+        let net: Vec<Vec<(usize, i64)>> = c.model.reactions.iter().map(|r| r.net.clone()).collect();
+        let ns = c.n_species();
+        let dense_net = (ns <= DENSE_NET_MAX_SPECIES).then(|| {
+            let mut dense = vec![0; net.len() * ns];
+            for (j, row) in net.iter().enumerate() {
+                for &(i, d) in row {
+                    dense[j * ns + i] = d;
+                }
+            }
+            dense
+        });
         GsStLayout {
             dspecies_start,
             dspecies,
             net,
+            dense_net,
+        }
+    }
+
+    /// Applies reaction `j`'s net change to `x`.
+    #[inline(always)]
+    fn fire(&self, j: usize, x: &mut [i64]) {
+        if let Some(dense) = &self.dense_net {
+            let ns = x.len();
+            for (xi, d) in x.iter_mut().zip(&dense[j * ns..(j + 1) * ns]) {
+                *xi += d;
+            }
+        } else {
+            for &(i, d) in &self.net[j] {
+                x[i] += d;
+            }
         }
     }
 }
@@ -320,6 +354,7 @@ fn gs_st_trajectory(
     checks: Checks,
 ) -> Result<Record, SimError> {
     let np = p.len();
+    assert_eq!(np, c.model.params.len(), "one value per parameter");
     // Checked by `estimate_gradient`: the tangent below has no time component.
     debug_assert!(c.pattern.dtime.is_empty());
     let (nr, ns) = (c.n_reactions(), c.n_species());
@@ -386,7 +421,9 @@ fn gs_st_trajectory(
             1.0
         };
         if c.has_gs_st_tangent() {
-            c.gs_st_tangent(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut dx);
+            // SAFETY: `buf` was sized for `c` by `Partials::new`, `coef` and `r` have a value per
+            // reaction and `dx` one per (species, parameter), all allocated above, never resized.
+            unsafe { c.gs_st_tangent_unchecked(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut dx) };
         } else {
             tangent_update(
                 layout,
@@ -400,9 +437,7 @@ fn gs_st_trajectory(
                 &mut spread,
             );
         }
-        for &(i, d) in &layout.net[best] {
-            x[i] += d;
-        }
+        layout.fire(best, &mut x);
         if checks == Checks::EveryEvent && dx.iter().any(|v| !v.is_finite()) {
             // `eval` has checked ∂a/∂θ at this event; the tangent also reads ∂a/∂x.
             let bad =
@@ -997,6 +1032,34 @@ mod tests {
         "species Goff = 1, Gon = 0, M = 0\nparam kon = 0.5, koff = 1, ktx = 10, kdeg = 1\n\
          Goff <-> Gon @ kon, koff\nGon -> Gon + M @ ktx\nM -> 0 @ kdeg\n",
     ];
+
+    /// Firing by dense stoichiometry columns (few species) and by the sparse net changes give
+    /// the same states.
+    #[test]
+    fn dense_and_sparse_firing_agree() {
+        for text in TANGENT_MODELS {
+            let model = crate::Model::parse("m.rxn", text).unwrap();
+            let c = CompiledModel::new(&model.ir).unwrap();
+            let dense = GsStLayout::new(&c);
+            assert!(dense.dense_net.is_some());
+            let sparse = GsStLayout {
+                dense_net: None,
+                ..GsStLayout::new(&c)
+            };
+            let (mut x_dense, mut x_sparse, mut x_model) = (
+                vec![100; c.n_species()],
+                vec![100; c.n_species()],
+                vec![100; c.n_species()],
+            );
+            for j in (0..c.n_reactions()).chain((0..c.n_reactions()).rev()) {
+                dense.fire(j, &mut x_dense);
+                sparse.fire(j, &mut x_sparse);
+                apply(&c, j, &mut x_model);
+                assert_eq!(x_dense, x_model);
+                assert_eq!(x_sparse, x_model);
+            }
+        }
+    }
 
     /// The unrolled JIT kernel performs the generic loops' operations in their order: the two
     /// agree to the bit on random partial derivatives, coefficients and tangents.

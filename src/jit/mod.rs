@@ -228,6 +228,10 @@ impl CompiledModel {
             .set("use_colocated_libcalls", "false")
             .map_err(jit_err)?;
         flags.set("is_pic", "false").map_err(jit_err)?;
+        // No unwind tables: nothing unwinds through the kernels (they call only rxnc_exp, rxnc_log
+        // and rxnc_pow, which cannot panic), and registering the tables with the system unwinder
+        // cost a tenth of the start-up of a short `rxnc grad` (0.15 of 1.5 ms of CPU).
+        flags.set("unwind_info", "false").map_err(jit_err)?;
         // The verifier re-checks every generated function (a fifth of the JIT time): debug builds,
         // `--emit clif` and the JIT-against-interpreter property tests (through `with_clif`) run it.
         let verify = keep_clif || cfg!(debug_assertions);
@@ -429,11 +433,37 @@ impl CompiledModel {
         );
         assert!(x.len() >= ns && p.len() >= np && a.len() >= nr);
         assert!(dadp.len() >= nr * np && dadx.len() >= nr * ns && dadt.len() >= nr);
-        // SAFETY: lengths checked above; the kernel writes inside these bounds only.
+        // SAFETY: lengths checked above.
+        unsafe { self.partials_unchecked(x, p, t, a, dadp, dadx, dadt) }
+    }
+
+    /// [`CompiledModel::partials`] without the length checks, for estimators that size their
+    /// buffers once per trajectory and call it at every event.
+    ///
+    /// # Safety
+    /// `x.len() >= n_species`, `p.len() >= n_params`, `a.len() >= n_reactions`,
+    /// `dadp.len() >= n_reactions * n_params`, `dadx.len() >= n_reactions * n_species` and
+    /// `dadt.len() >= n_reactions`: the kernel reads and writes inside these bounds only.
+    ///
+    /// # Panics
+    /// If the model was compiled without the partials kernel ([`Kernels::partials`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub unsafe fn partials_unchecked(
+        &self,
+        x: &[i64],
+        p: &[f64],
+        t: f64,
+        a: &mut [f64],
+        dadp: &mut [f64],
+        dadx: &mut [f64],
+        dadt: &mut [f64],
+    ) -> f64 {
+        let kernel = self.partials.expect(
+            "this CompiledModel was compiled without the partials kernel: use Kernels::PARTIALS",
+        );
         unsafe {
-            (self.partials.expect(
-                "this CompiledModel was compiled without the partials kernel: use Kernels::PARTIALS",
-            ))(
+            kernel(
                 x.as_ptr(),
                 p.as_ptr(),
                 t,
@@ -475,12 +505,35 @@ impl CompiledModel {
             self.n_species(),
             self.model.params.len(),
         );
+        assert!(dadp.len() >= nr * np && dadx.len() >= nr * ns);
+        assert!(coef.len() >= nr && r.len() >= nr && dx.len() >= ns * np);
+        // SAFETY: lengths checked above.
+        unsafe { self.gs_st_tangent_unchecked(dadp, dadx, coef, r, scale, dx) }
+    }
+
+    /// [`CompiledModel::gs_st_tangent`] without the length checks (the estimator's buffers are
+    /// sized once per trajectory; this runs at every event).
+    ///
+    /// # Safety
+    /// `dadp.len() >= n_reactions * n_params`, `dadx.len() >= n_reactions * n_species`,
+    /// `coef.len() >= n_reactions`, `r.len() >= n_reactions` and
+    /// `dx.len() >= n_species * n_params`: the kernel reads and writes inside these bounds only.
+    ///
+    /// # Panics
+    /// If the kernel was not generated ([`CompiledModel::has_gs_st_tangent`]).
+    #[inline(always)]
+    pub unsafe fn gs_st_tangent_unchecked(
+        &self,
+        dadp: &[f64],
+        dadx: &[f64],
+        coef: &[f64],
+        r: &[f64],
+        scale: f64,
+        dx: &mut [f64],
+    ) {
         let kernel = self
             .gs_st_tangent
             .expect("no GS-ST tangent kernel: check has_gs_st_tangent");
-        assert!(dadp.len() >= nr * np && dadx.len() >= nr * ns);
-        assert!(coef.len() >= nr && r.len() >= nr && dx.len() >= ns * np);
-        // SAFETY: lengths checked above; the kernel reads and writes inside these bounds only.
         unsafe {
             kernel(
                 dadp.as_ptr(),
