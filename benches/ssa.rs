@@ -38,10 +38,6 @@ fn front_end(c: &mut Criterion) {
 /// ns per event on one thread, reported as a custom measurement through criterion's timing of
 /// whole ensembles divided by their event counts (printed).
 fn throughput(c: &mut Criterion) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
     for (file, t_end) in [
         ("vilar.rxn", 200.0),
         ("telegraph_fast.rxn", 2000.0),
@@ -55,18 +51,17 @@ fn throughput(c: &mut Criterion) {
             every: t_end,
             trajectories: 4,
             seed: 1,
+            threads: Some(1),
             ..SimOptions::default()
         };
         let start = Instant::now();
-        let events = pool.install(|| Ensemble::run(&compiled, &params, &options).unwrap().events);
+        let events = Ensemble::run(&compiled, &params, &options).unwrap().events;
         println!(
             "{file}: {:.1} ns/event ({events} events)",
             start.elapsed().as_nanos() as f64 / events as f64
         );
         c.bench_function(&format!("ssa {file} ({events} events)"), |b| {
-            b.iter(|| {
-                pool.install(|| Ensemble::run(&compiled, &params, black_box(&options)).unwrap())
-            })
+            b.iter(|| Ensemble::run(&compiled, &params, black_box(&options)).unwrap())
         });
     }
 }

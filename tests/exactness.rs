@@ -58,12 +58,25 @@ fn simulate(
     n: usize,
     seed: u64,
 ) -> Result<Ensemble, SimError> {
+    simulate_on(None, model, t_end, every, n, seed)
+}
+
+/// [`simulate`] on `threads` threads (`None`: the default).
+fn simulate_on(
+    threads: Option<usize>,
+    model: &Model,
+    t_end: f64,
+    every: f64,
+    n: usize,
+    seed: u64,
+) -> Result<Ensemble, SimError> {
     let compiled = CompiledModel::new(&model.ir).expect("every checked model compiles");
     let options = SimOptions {
         t_end,
         every,
         trajectories: n,
         seed: seed + seed_offset(),
+        threads,
         ..SimOptions::default()
     };
     Ensemble::run(&compiled, &model.ir.param_values(), &options)
@@ -632,16 +645,13 @@ fn schlogl_matches_the_master_equation() {
 /// Runs the Vilar oscillator on `threads` threads.
 fn vilar_on(threads: usize, seed: u64) -> Ensemble {
     let m = model("vilar.rxn", VILAR);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| simulate(&m, 100.0, 1.0, 64, seed)).unwrap()
+    simulate_on(Some(threads), &m, 100.0, 1.0, 64, seed).unwrap()
 }
 
 #[test]
 fn same_seed_gives_the_same_ensemble_on_any_number_of_threads() {
     assert_eq!(vilar_on(1, 42), vilar_on(2, 42));
+    assert_eq!(vilar_on(1, 42), vilar_on(3, 42));
 }
 
 #[test]
@@ -665,6 +675,7 @@ fn failure(file: &str, max_events: u64) -> SimError {
         trajectories: 8,
         seed: 1,
         max_events,
+        ..SimOptions::default()
     };
     Ensemble::run(&compiled, &m.ir.param_values(), &options).expect_err("the run must fail")
 }

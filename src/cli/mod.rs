@@ -134,7 +134,7 @@ pub fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Applies `--threads K`: the size of the global worker pool (results do not depend on it).
+/// Applies `--threads K`: how many threads run the trajectories (results do not depend on it).
 pub fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
     if let Some(k) = threads {
         if k == 0 {
@@ -143,14 +143,7 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
                 "leave it out to use every core",
             ));
         }
-        if k == 1 {
-            crate::engine::use_calling_thread_only();
-            return Ok(());
-        }
-        // Only fails when a pool exists already, which cannot happen before a command runs.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(k)
-            .build_global();
+        crate::engine::set_worker_threads(k);
     }
     Ok(())
 }

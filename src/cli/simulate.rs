@@ -265,6 +265,7 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         trajectories: args.trajectories,
         seed: args.seed,
         max_events: args.max_events,
+        threads: None,
     };
     let bar = if args.trajectories >= 2 {
         super::progress_bar(

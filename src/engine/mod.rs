@@ -14,9 +14,8 @@ use crate::jit::CompiledModel;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rayon::prelude::*;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// How often the running total of the propensities is recomputed from scratch.
 pub const RESYNC_EVERY: u32 = 1024;
@@ -57,6 +56,9 @@ pub struct SimOptions {
     pub seed: u64,
     /// Events allowed per trajectory before the run is stopped as runaway.
     pub max_events: u64,
+    /// Threads to run the trajectories on, the calling thread included; `None`: the process-wide
+    /// [`worker_threads`]. The ensemble does not depend on it.
+    pub threads: Option<usize>,
 }
 
 impl Default for SimOptions {
@@ -67,6 +69,7 @@ impl Default for SimOptions {
             trajectories: 1,
             seed: 0,
             max_events: 100_000_000,
+            threads: None,
         }
     }
 }
@@ -721,37 +724,103 @@ impl<'m> Trajectory<'m> {
     }
 }
 
-/// 0: not decided yet, 1: one worker (run on the calling thread), 2: rayon's pool.
-static WORKERS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// How many threads run an ensemble; 0 until decided (see [`worker_threads`]).
+static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
-/// Runs ensembles on the calling thread instead of rayon's pool: with one worker the pool would
-/// only add a thread to start and wake (about a millisecond on a virtual machine). Also chosen by
-/// `RAYON_NUM_THREADS=1`. Results do not depend on it.
+/// Runs ensembles on the calling thread only (the same as [`set_worker_threads`]`(1)`). Results
+/// do not depend on it.
 pub fn use_calling_thread_only() {
-    WORKERS.store(1, Ordering::Relaxed);
+    set_worker_threads(1);
 }
 
-fn calling_thread_only() -> bool {
+/// Sets how many threads run the trajectories of an ensemble, the calling thread included
+/// (`rxnc --threads K`). By default: `RAYON_NUM_THREADS` if set (the variable rxnc's thread pool
+/// used to read), else every core. Results do not depend on it: each trajectory has its own
+/// random stream.
+///
+/// # Panics
+/// If `threads` is 0.
+pub fn set_worker_threads(threads: usize) {
+    assert!(threads > 0, "at least one thread");
+    WORKERS.store(threads, Ordering::Relaxed);
+}
+
+/// The number of threads an ensemble runs on.
+pub fn worker_threads() -> usize {
     match WORKERS.load(Ordering::Relaxed) {
         0 => {
-            let one = std::env::var("RAYON_NUM_THREADS").is_ok_and(|v| v.trim() == "1");
-            WORKERS.store(if one { 1 } else { 2 }, Ordering::Relaxed);
-            one
+            let from_env = std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&k| k > 0);
+            let k = from_env.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            WORKERS.store(k, Ordering::Relaxed);
+            k
         }
-        w => w == 1,
+        k => k,
     }
 }
 
-/// `range.map(f).collect()`, on rayon's pool unless [`use_calling_thread_only`] applies.
+/// `range.map(f).collect()`, spread over [`worker_threads`] threads started for this call, which
+/// take chunks of the range from a shared counter until none is left. Starting the threads costs
+/// tens of microseconds per call; a persistent pool (rayon's, used before) cost 0.3 ms of CPU at
+/// the start of every process, and its idle workers spun after every loop, which a short command
+/// (`rxnc grad` on the peer benchmark: 3.4 ms in all) pays in full. The calling thread only
+/// waits: working alongside its helper, it shared its core with it until the scheduler moved
+/// the new thread (3.7 → 4.4 ms for that command).
 pub(crate) fn map_range<T: Send>(
     range: std::ops::Range<usize>,
-    f: impl Fn(usize) -> T + Sync + Send,
+    f: impl Fn(usize) -> T + Sync,
 ) -> Vec<T> {
-    if calling_thread_only() {
-        range.map(f).collect()
-    } else {
-        range.into_par_iter().map(f).collect()
+    map_range_on(worker_threads(), range, f)
+}
+
+/// [`map_range`] on `threads` threads.
+fn map_range_on<T: Send>(
+    threads: usize,
+    range: std::ops::Range<usize>,
+    f: impl Fn(usize) -> T + Sync,
+) -> Vec<T> {
+    let len = range.len();
+    let threads = threads.min(len);
+    if threads <= 1 {
+        return range.map(f).collect();
     }
+    // Chunks small enough that the threads finish together (trajectories are uneven), large
+    // enough that the shared counter is rarely touched.
+    let chunk = (len / (threads * 64)).max(1);
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let lo = next.fetch_add(chunk, Ordering::Relaxed);
+            if lo >= len {
+                return done;
+            }
+            let hi = (lo + chunk).min(len);
+            done.push((
+                lo,
+                (range.start + lo..range.start + hi)
+                    .map(&f)
+                    .collect::<Vec<T>>(),
+            ));
+        }
+    };
+    let mut chunks = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+        let mut chunks = Vec::new();
+        for helper in helpers {
+            match helper.join() {
+                Ok(more) => chunks.extend(more),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        chunks
+    });
+    chunks.sort_unstable_by_key(|&(lo, _)| lo);
+    chunks.into_iter().flat_map(|(_, values)| values).collect()
 }
 
 /// Trajectories sampled on a common time grid.
@@ -819,11 +888,15 @@ impl Ensemble {
             done();
             run
         };
-        let results: Vec<Result<u64, SimError>> = if calling_thread_only() {
-            data.chunks_mut(chunk).enumerate().map(work).collect()
-        } else {
-            data.par_chunks_mut(chunk).enumerate().map(work).collect()
-        };
+        // Each trajectory's slice of `data`, handed to whichever thread runs it.
+        let slices: Vec<std::sync::Mutex<&mut [i64]>> =
+            data.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
+        let threads = options.threads.unwrap_or_else(worker_threads);
+        let results: Vec<Result<u64, SimError>> = map_range_on(threads, 0..slices.len(), |index| {
+            let mut out = slices[index].lock().unwrap_or_else(|e| e.into_inner());
+            work((index, &mut out))
+        });
+        drop(slices);
         let mut events = 0;
         let mut first_error = None;
         for r in results {
