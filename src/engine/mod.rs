@@ -933,3 +933,30 @@ impl Ensemble {
         &self.data[base..base + ns]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every index once, in order, whatever the number of threads and however uneven the work.
+    #[test]
+    fn map_range_keeps_order_on_any_number_of_threads() {
+        let uneven = |n: usize| {
+            let spin = if n % 7 == 0 { 20_000 } else { 10 };
+            (0..spin).fold(n as u64, |h, k| h.wrapping_mul(31).wrapping_add(k))
+        };
+        for range in [0..0, 5..6, 3..40, 100..1100] {
+            let serial: Vec<u64> = range.clone().map(uneven).collect();
+            for threads in 1..=4 {
+                assert_eq!(map_range_on(threads, range.clone(), uneven), serial);
+            }
+        }
+    }
+
+    /// A panic in a worker reaches the caller.
+    #[test]
+    #[should_panic(expected = "trajectory 13")]
+    fn map_range_propagates_panics() {
+        map_range_on(2, 0..64, |n| assert!(n != 13, "trajectory {n}"));
+    }
+}
