@@ -942,7 +942,7 @@ mod tests {
     #[test]
     fn map_range_keeps_order_on_any_number_of_threads() {
         let uneven = |n: usize| {
-            let spin = if n % 7 == 0 { 20_000 } else { 10 };
+            let spin = if n.is_multiple_of(7) { 20_000 } else { 10 };
             (0..spin).fold(n as u64, |h, k| h.wrapping_mul(31).wrapping_add(k))
         };
         for range in [0..0, 5..6, 3..40, 100..1100] {
