@@ -106,6 +106,9 @@ impl Partials {
         Ok(a0)
     }
     /// The kernel, then a diagnostic for a negative or NaN propensity or a non-finite derivative.
+    // Out of line: it runs only on a bad propensity, and kept apart it leaves the hot loops short.
+    #[cold]
+    #[inline(never)]
     fn eval(
         &mut self,
         c: &CompiledModel,
@@ -155,6 +158,8 @@ fn named_state(c: &CompiledModel, x: &[i64]) -> Vec<(String, i64)> {
         .collect()
 }
 
+#[cold]
+#[inline(never)]
 fn too_many(c: &CompiledModel, x: &[i64], t: f64, limit: u64, index: usize) -> SimError {
     SimError::TooManyEvents {
         limit,
@@ -439,26 +444,39 @@ fn gs_st_trajectory(
         }
         layout.fire(best, &mut x);
         if checks == Checks::EveryEvent && dx.iter().any(|v| !v.is_finite()) {
-            // `eval` has checked ∂a/∂θ at this event; the tangent also reads ∂a/∂x.
-            let bad =
-                (c.pattern.dspecies.iter()).find(|&&(k, i)| !buf.dadx[k * ns + i].is_finite());
-            if let Some(&(k, i)) = bad {
-                return Err(SimError::NonFiniteDerivative {
-                    reaction: c.model.reactions[k].name.clone(),
-                    param: c.model.species[i].name.clone(),
-                    value: buf.dadx[k * ns + i],
-                    time: t,
-                    state: named_state(c, &x),
-                    trajectory: n,
-                });
-            }
-            return Err(non_finite_tangent(c, &x, t, n));
+            return Err(non_finite_state_tangent(c, &buf, &x, t, n));
         }
     }
     for &tk in &times[next..] {
         record_pathwise(c, leaves, &x, &dx, p, tk, n, &mut f, &mut extra)?;
     }
     Ok(Record { f, extra, events })
+}
+
+/// What made GS-ST's state tangent non-finite at an event (checked after every event):
+/// `eval` has checked ∂a/∂θ there; the tangent also reads ∂a/∂x.
+#[cold]
+#[inline(never)]
+fn non_finite_state_tangent(
+    c: &CompiledModel,
+    buf: &Partials,
+    x: &[i64],
+    t: f64,
+    n: usize,
+) -> SimError {
+    let ns = c.n_species();
+    let bad = (c.pattern.dspecies.iter()).find(|&&(k, i)| !buf.dadx[k * ns + i].is_finite());
+    if let Some(&(k, i)) = bad {
+        return SimError::NonFiniteDerivative {
+            reaction: c.model.reactions[k].name.clone(),
+            param: c.model.species[i].name.clone(),
+            value: buf.dadx[k * ns + i],
+            time: t,
+            state: named_state(c, x),
+            trajectory: n,
+        };
+    }
+    non_finite_tangent(c, x, t, n)
 }
 
 /// GS-ST's state-tangent update for one event, in loops (the JIT's unrolled kernel,
@@ -560,6 +578,8 @@ fn record_pathwise(
     Ok(())
 }
 
+#[cold]
+#[inline(never)]
 fn non_finite_tangent(c: &CompiledModel, x: &[i64], t: f64, n: usize) -> SimError {
     SimError::TangentOverflow {
         time: t,
