@@ -136,14 +136,16 @@ impl Partials {
             .iter()
             .find(|&&(k, q)| !self.dadp[k * np + q].is_finite());
         if let Some(&(k, q)) = bad {
-            return Err(SimError::NonFiniteDerivative {
-                reaction: c.model.reactions[k].name.clone(),
-                param: c.model.params[q].name.clone(),
-                value: self.dadp[k * np + q],
-                time: t,
-                state: named_state(c, x),
-                trajectory: index,
-            });
+            let name = &c.model.params[q].name;
+            return Err(non_finite_derivative(
+                c,
+                k,
+                name,
+                self.dadp[k * np + q],
+                x,
+                t,
+                index,
+            ));
         }
         Ok(a0)
     }
@@ -156,6 +158,29 @@ fn named_state(c: &CompiledModel, x: &[i64]) -> Vec<(String, i64)> {
         .zip(x)
         .map(|(s, &v)| (s.name.clone(), v))
         .collect()
+}
+
+/// Reaction `k`'s derivative with respect to `wrt` (a parameter or a species) is `value`, not
+/// finite.
+#[cold]
+#[inline(never)]
+fn non_finite_derivative(
+    c: &CompiledModel,
+    k: usize,
+    wrt: &str,
+    value: f64,
+    x: &[i64],
+    t: f64,
+    n: usize,
+) -> SimError {
+    SimError::NonFiniteDerivative {
+        reaction: c.model.reactions[k].name.clone(),
+        param: wrt.to_string(),
+        value,
+        time: t,
+        state: named_state(c, x),
+        trajectory: n,
+    }
 }
 
 #[cold]
@@ -466,17 +491,13 @@ fn non_finite_state_tangent(
 ) -> SimError {
     let ns = c.n_species();
     let bad = (c.pattern.dspecies.iter()).find(|&&(k, i)| !buf.dadx[k * ns + i].is_finite());
-    if let Some(&(k, i)) = bad {
-        return SimError::NonFiniteDerivative {
-            reaction: c.model.reactions[k].name.clone(),
-            param: c.model.species[i].name.clone(),
-            value: buf.dadx[k * ns + i],
-            time: t,
-            state: named_state(c, x),
-            trajectory: n,
-        };
+    match bad {
+        Some(&(k, i)) => {
+            let name = &c.model.species[i].name;
+            non_finite_derivative(c, k, name, buf.dadx[k * ns + i], x, t, n)
+        }
+        None => non_finite_tangent(c, x, t, n),
     }
-    non_finite_tangent(c, x, t, n)
 }
 
 /// GS-ST's state-tangent update for one event, in loops (the JIT's unrolled kernel,

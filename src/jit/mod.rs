@@ -433,35 +433,10 @@ impl CompiledModel {
         );
         assert!(x.len() >= ns && p.len() >= np && a.len() >= nr);
         assert!(dadp.len() >= nr * np && dadx.len() >= nr * ns && dadt.len() >= nr);
-        // SAFETY: lengths checked above.
-        unsafe { self.partials_unchecked(x, p, t, a, dadp, dadx, dadt) }
-    }
-
-    /// [`CompiledModel::partials`] without the length checks, for estimators that size their
-    /// buffers once per trajectory and call it at every event.
-    ///
-    /// # Safety
-    /// `x.len() >= n_species`, `p.len() >= n_params`, `a.len() >= n_reactions`,
-    /// `dadp.len() >= n_reactions * n_params`, `dadx.len() >= n_reactions * n_species` and
-    /// `dadt.len() >= n_reactions`: the kernel reads and writes inside these bounds only.
-    ///
-    /// # Panics
-    /// If the model was compiled without the partials kernel ([`Kernels::partials`]).
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    pub unsafe fn partials_unchecked(
-        &self,
-        x: &[i64],
-        p: &[f64],
-        t: f64,
-        a: &mut [f64],
-        dadp: &mut [f64],
-        dadx: &mut [f64],
-        dadt: &mut [f64],
-    ) -> f64 {
         let kernel = self.partials.expect(
             "this CompiledModel was compiled without the partials kernel: use Kernels::PARTIALS",
         );
+        // SAFETY: lengths checked above; the kernel reads and writes inside these bounds only.
         unsafe {
             kernel(
                 x.as_ptr(),
