@@ -5,7 +5,7 @@ pub mod data;
 pub mod loss;
 pub mod plot;
 
-use crate::engine::{SimError, Trajectory, map_range, splitmix64, stream_rng};
+use crate::engine::{SimError, Trajectory, splitmix64, stream_rng, try_map_range};
 use crate::estimators::{Estimator, GradOptions, run_timed};
 use crate::ir::{self, RateLaw};
 use crate::jit::CompiledModel;
@@ -222,7 +222,7 @@ pub fn forward_samples(
     let ns = compiled.n_species();
     let t_end = times.last().copied().unwrap_or(0.0);
     let stop = AtomicBool::new(false);
-    let states = map_range(range, |n| {
+    let states = try_map_range(range, |n| {
         let mut rng = stream_rng(seed, n as u64);
         let mut tr = Trajectory::new(compiled, params, n)?;
         let mut out = vec![0; times.len() * ns];
@@ -234,10 +234,8 @@ pub fn forward_samples(
             |k, x| out[k * ns..(k + 1) * ns].copy_from_slice(x),
             &stop,
         )?;
-        Ok(out)
-    })
-    .into_iter()
-    .collect::<Result<Vec<Vec<i64>>, SimError>>()?;
+        Ok::<_, SimError>(out)
+    })?;
     let mut pool = vec![vec![Vec::with_capacity(states.len()); leaves.len()]; times.len()];
     let mut xf = vec![0.0; ns];
     for s in &states {
@@ -330,11 +328,8 @@ pub fn fit_from(
             options.tracked, options.trajectories
         )));
     }
-    if model.time_dependent && !matches!(options.estimator, Estimator::Fd { .. }) {
-        return Err(FitError::Options(format!(
-            "the {} estimator does not support propensities that read time `t` yet (it would hold them fixed between events); use --estimator fd, which simulates them exactly",
-            options.estimator.name()
-        )));
+    if let Some(why) = crate::estimators::unsupported(compiled, options.estimator) {
+        return Err(FitError::Options(why));
     }
     if options.steps == 0 || options.restarts == 0 {
         return Err(FitError::Options(

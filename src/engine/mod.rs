@@ -724,6 +724,13 @@ impl<'m> Trajectory<'m> {
     }
 }
 
+/// What is wrong when `params` does not hold one value per parameter of `compiled`.
+pub(crate) fn wrong_param_count(compiled: &CompiledModel, params: &[f64]) -> Option<String> {
+    let expected = compiled.model.params.len();
+    (params.len() != expected)
+        .then(|| format!("expected {expected} parameter values, got {}", params.len()))
+}
+
 /// How many threads run an ensemble; 0 until decided (see [`worker_threads`]).
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -774,19 +781,58 @@ pub(crate) fn map_range<T: Send>(
     range: std::ops::Range<usize>,
     f: impl Fn(usize) -> T + Sync,
 ) -> Vec<T> {
-    map_range_on(worker_threads(), range, f)
+    map_range_on(worker_threads(), range, f, |_| false)
 }
 
-/// [`map_range`] on `threads` threads.
+/// `range.map(f).collect::<Result<Vec<T>, E>>()` on [`worker_threads`] threads: the error is
+/// that of the first failing index, as on one thread, and once an index has failed no new chunk
+/// is started (a runaway trajectory does not make the others run to their event limit first).
+pub(crate) fn try_map_range<T: Send, E: Send>(
+    range: std::ops::Range<usize>,
+    f: impl Fn(usize) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, E> {
+    try_map_range_on(worker_threads(), range, f)
+}
+
+fn try_map_range_on<T: Send, E: Send>(
+    threads: usize,
+    range: std::ops::Range<usize>,
+    f: impl Fn(usize) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, E> {
+    // Chunks are handed out in order and a chunk runs to its end or to its own first error, so
+    // every index below a failing one has been computed: the first error in order is the first.
+    map_range_on(threads, range, f, Result::is_err)
+        .into_iter()
+        .collect()
+}
+
+/// `range.map(f)` on `threads` threads, stopping after a value for which `stop_after` holds:
+/// no new chunk is started then, and the value's own chunk ends with it (the result then lacks
+/// some indices after it).
 fn map_range_on<T: Send>(
     threads: usize,
     range: std::ops::Range<usize>,
     f: impl Fn(usize) -> T + Sync,
+    stop_after: impl Fn(&T) -> bool + Sync,
 ) -> Vec<T> {
     let len = range.len();
     let threads = threads.min(len);
+    let stopped = AtomicBool::new(false);
+    let run = |indices: std::ops::Range<usize>| {
+        let mut values = Vec::with_capacity(indices.len());
+        for n in indices {
+            let value = f(n);
+            let stop = stop_after(&value);
+            values.push(value);
+            if stop {
+                stopped.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+        values
+    };
     if threads <= 1 {
-        return range.map(f).collect();
+        return run(range);
     }
     // Chunks small enough that the threads finish together (trajectories are uneven), large
     // enough that the shared counter is rarely touched.
@@ -794,19 +840,15 @@ fn map_range_on<T: Send>(
     let next = AtomicUsize::new(0);
     let work = || {
         let mut done = Vec::new();
-        loop {
+        while !stopped.load(Ordering::Relaxed) {
             let lo = next.fetch_add(chunk, Ordering::Relaxed);
             if lo >= len {
-                return done;
+                break;
             }
             let hi = (lo + chunk).min(len);
-            done.push((
-                lo,
-                (range.start + lo..range.start + hi)
-                    .map(&f)
-                    .collect::<Vec<T>>(),
-            ));
+            done.push((lo, run(range.start + lo..range.start + hi)));
         }
+        done
     };
     let mut chunks = std::thread::scope(|scope| {
         let helpers: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
@@ -856,12 +898,8 @@ impl Ensemble {
         done: &(dyn Fn() + Sync),
     ) -> Result<Ensemble, SimError> {
         options.validate()?;
-        if params.len() != compiled.model.params.len() {
-            return Err(SimError::Options(format!(
-                "expected {} parameter values, got {}",
-                compiled.model.params.len(),
-                params.len()
-            )));
+        if let Some(why) = wrong_param_count(compiled, params) {
+            return Err(SimError::Options(why));
         }
         let times = options.grid();
         let ns = compiled.n_species();
@@ -892,10 +930,16 @@ impl Ensemble {
         let slices: Vec<std::sync::Mutex<&mut [i64]>> =
             data.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
         let threads = options.threads.unwrap_or_else(worker_threads);
-        let results: Vec<Result<u64, SimError>> = map_range_on(threads, 0..slices.len(), |index| {
-            let mut out = slices[index].lock().unwrap_or_else(|e| e.into_inner());
-            work((index, &mut out))
-        });
+        // Every trajectory reports (the others are cancelled through `stop`): no early stop here.
+        let results: Vec<Result<u64, SimError>> = map_range_on(
+            threads,
+            0..slices.len(),
+            |index| {
+                let mut out = slices[index].lock().unwrap_or_else(|e| e.into_inner());
+                work((index, &mut out))
+            },
+            |_| false,
+        );
         drop(slices);
         let mut events = 0;
         let mut first_error = None;
@@ -948,7 +992,10 @@ mod tests {
         for range in [0..0, 5..6, 3..40, 100..1100] {
             let serial: Vec<u64> = range.clone().map(uneven).collect();
             for threads in 1..=4 {
-                assert_eq!(map_range_on(threads, range.clone(), uneven), serial);
+                assert_eq!(
+                    map_range_on(threads, range.clone(), uneven, |_| false),
+                    serial
+                );
             }
         }
     }
@@ -957,6 +1004,26 @@ mod tests {
     #[test]
     #[should_panic(expected = "trajectory 13")]
     fn map_range_propagates_panics() {
-        map_range_on(2, 0..64, |n| assert!(n != 13, "trajectory {n}"));
+        map_range_on(2, 0..64, |n| assert!(n != 13, "trajectory {n}"), |_| false);
+    }
+
+    /// The error of the first failing index, as on one thread; after it no new chunk starts.
+    #[test]
+    fn try_map_range_reports_the_first_error_and_stops() {
+        let calls = AtomicUsize::new(0);
+        let f = |n: usize| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            if n == 10 || n == 500 { Err(n) } else { Ok(n) }
+        };
+        for threads in 1..=4 {
+            calls.store(0, Ordering::Relaxed);
+            assert_eq!(try_map_range_on(threads, 0..1000, f), Err(10));
+            // Index 10 and what other threads had started: nowhere near the 1000 indices.
+            assert!(calls.load(Ordering::Relaxed) < 100, "{threads} threads");
+        }
+        assert_eq!(
+            try_map_range_on(2, 0..20, Ok::<_, ()>),
+            Ok((0..20).collect())
+        );
     }
 }

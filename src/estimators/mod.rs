@@ -14,7 +14,7 @@ mod runners;
 
 pub use objective::{Dual, LeafMoments, Objective, Statistic};
 
-use crate::engine::{SimError, map_range};
+use crate::engine::{SimError, map_range, try_map_range, wrong_param_count};
 use crate::ir::{self, Expr};
 use crate::jit::{CompiledModel, Kernels};
 use std::fmt;
@@ -225,12 +225,20 @@ impl Leaves {
     }
 }
 
-/// What is wrong when `compiled` lacks kernels `estimator` runs on.
-fn missing_kernels(compiled: &CompiledModel, estimator: Estimator) -> Option<String> {
-    (!compiled.kernels().contains(estimator.kernels())).then(|| {
-        format!(
+/// Why `estimator` cannot run on `compiled`, if it cannot: the model was compiled without kernels
+/// the estimator runs on, or its propensities read time (only fd simulates those exactly).
+pub(crate) fn unsupported(compiled: &CompiledModel, estimator: Estimator) -> Option<String> {
+    if !compiled.kernels().contains(estimator.kernels()) {
+        return Some(format!(
             "the {} estimator needs kernels this model was not compiled with: compile it with \
              CompiledModel::with_kernels(model, Estimator::kernels())",
+            estimator.name()
+        ));
+    }
+    (compiled.model.time_dependent && !matches!(estimator, Estimator::Fd { .. })).then(|| {
+        format!(
+            "the {} estimator does not support propensities that read time `t` yet (it would hold \
+             them fixed between events); use --estimator fd, which simulates them exactly",
             estimator.name()
         )
     })
@@ -244,7 +252,7 @@ pub fn estimate_gradient(
     options: &GradOptions,
 ) -> Result<GradResult, GradError> {
     let model = &compiled.model;
-    if let Some(m) = missing_kernels(compiled, options.estimator) {
+    if let Some(m) = unsupported(compiled, options.estimator) {
         return Err(GradError::Options(m));
     }
     if model.params.is_empty() {
@@ -281,24 +289,13 @@ pub fn estimate_gradient(
         }
         _ => {}
     }
-    if params.len() != model.params.len() {
-        return Err(GradError::Options(format!(
-            "expected {} parameter values, got {}",
-            model.params.len(),
-            params.len()
-        )));
-    }
-    if model.time_dependent && !matches!(options.estimator, Estimator::Fd { .. }) {
-        return Err(GradError::Options(format!(
-            "the {} estimator does not support propensities that read time `t` yet (it would hold them \
-             fixed between events); use --estimator fd, which simulates them exactly",
-            options.estimator.name()
-        )));
+    if let Some(why) = wrong_param_count(compiled, params) {
+        return Err(GradError::Options(why));
     }
     let leaves = Leaves::new(objective, model);
     let shared = runners::Shared::new(compiled, params);
     let fd_scales = &shared.fd;
-    let records = map_range(0..options.trajectories, |n| {
+    let records = try_map_range(0..options.trajectories, |n| {
         runners::run(
             compiled,
             params,
@@ -308,9 +305,7 @@ pub fn estimate_gradient(
             &shared,
             n,
         )
-    })
-    .into_iter()
-    .collect::<Result<Vec<Record>, SimError>>()?;
+    })?;
     let events = records.iter().map(|r| r.events).sum();
 
     let all: Vec<&Record> = records.iter().collect();
@@ -436,16 +431,17 @@ pub fn run_timed(
     range: std::ops::Range<usize>,
 ) -> Result<TimedRecords, SimError> {
     let model = &compiled.model;
-    if let Some(m) = missing_kernels(compiled, options.estimator) {
+    if let Some(m) = unsupported(compiled, options.estimator) {
         return Err(SimError::Options(m));
+    }
+    if let Some(why) = wrong_param_count(compiled, params) {
+        return Err(SimError::Options(why));
     }
     let leaves = Leaves::from_exprs(leaves.to_vec(), model);
     let shared = runners::Shared::new(compiled, params);
-    let records = map_range(range, |n| {
+    let records = try_map_range(range, |n| {
         runners::run(compiled, params, &leaves, times, options, &shared, n)
-    })
-    .into_iter()
-    .collect::<Result<Vec<Record>, SimError>>()?;
+    })?;
     let events = records.iter().map(|r| r.events).sum();
     Ok(TimedRecords {
         records,
