@@ -221,7 +221,6 @@ pub struct Shared {
     /// How `fd` perturbs each parameter.
     pub fd: Vec<FdScale>,
     gs_st: GsStLayout,
-    score: ScoreLayout,
 }
 
 impl Shared {
@@ -230,7 +229,6 @@ impl Shared {
         Shared {
             fd: fd_scales(&c.model, params),
             gs_st: GsStLayout::new(c),
-            score: ScoreLayout::new(c),
         }
     }
 }
@@ -252,7 +250,7 @@ pub fn run(
         Estimator::GsSt { temperature } => {
             gs_st(c, p, leaves, times, o, &shared.gs_st, temperature, n)
         }
-        Estimator::Score => score(c, p, leaves, times, o, &shared.score, n),
+        Estimator::Score => score(c, p, leaves, times, o, n),
         Estimator::AltPath => alt_path(c, p, leaves, times, o, n),
         Estimator::Fd { sigma } => finite_differences(c, p, leaves, times, o, fd, sigma, n),
     }
@@ -309,12 +307,8 @@ fn checked_by_replay(
 /// stoichiometry.
 const DENSE_NET_MAX_SPECIES: usize = 8;
 
-/// The sparse structure GS-ST's tangent update walks, flattened.
+/// What GS-ST prepares once per ensemble.
 struct GsStLayout {
-    /// `dspecies[dspecies_start[j]..dspecies_start[j + 1]]`: the species `i` with a non-zero
-    /// ∂a_j/∂x_i.
-    dspecies_start: Vec<usize>,
-    dspecies: Vec<usize>,
     /// The reactions' net changes as dense columns, `[j][i]`, for models with few species: adding
     /// a whole column has a fixed trip count, where walking a reaction's sparse net change
     /// mispredicts whenever the fired reaction changes a different number of species than the
@@ -324,16 +318,6 @@ struct GsStLayout {
 
 impl GsStLayout {
     fn new(c: &CompiledModel) -> Self {
-        let mut by_reaction = vec![Vec::new(); c.n_reactions()];
-        for &(k, i) in &c.pattern.dspecies {
-            by_reaction[k].push(i);
-        }
-        let mut dspecies_start = vec![0];
-        let mut dspecies = Vec::new();
-        for row in by_reaction {
-            dspecies.extend(row);
-            dspecies_start.push(dspecies.len());
-        }
         let ns = c.n_species();
         let dense_net = (ns <= DENSE_NET_MAX_SPECIES).then(|| {
             let mut dense = vec![0; c.n_reactions() * ns];
@@ -344,11 +328,7 @@ impl GsStLayout {
             }
             dense
         });
-        GsStLayout {
-            dspecies_start,
-            dspecies,
-            dense_net,
-        }
+        GsStLayout { dense_net }
     }
 
     /// Applies reaction `j`'s net change to `x`.
@@ -453,7 +433,6 @@ fn gs_st_trajectory(
         } else {
             tangent_update(
                 c,
-                layout,
                 &buf,
                 &coef,
                 &r,
@@ -504,7 +483,6 @@ fn non_finite_state_tangent(
 #[allow(clippy::too_many_arguments)]
 fn tangent_update(
     c: &CompiledModel,
-    layout: &GsStLayout,
     buf: &Partials,
     coef: &[f64],
     r: &[f64],
@@ -520,7 +498,7 @@ fn tangent_update(
     for (j, &cj) in coef.iter().enumerate() {
         let uj = &mut u[j * np..(j + 1) * np];
         uj.copy_from_slice(&buf.dadp[j * np..(j + 1) * np]);
-        for &i in &layout.dspecies[layout.dspecies_start[j]..layout.dspecies_start[j + 1]] {
+        for &(_, i) in c.pattern.dspecies_of(j) {
             let g = buf.dadx[j * ns + i];
             for (v, d) in uj.iter_mut().zip(&dx[i * np..(i + 1) * np]) {
                 *v += g * d;
@@ -614,30 +592,9 @@ fn score(
     leaves: &Leaves,
     times: &[f64],
     o: &GradOptions,
-    layout: &ScoreLayout,
     n: usize,
 ) -> Result<Record, SimError> {
-    checked_by_replay(|checks| score_trajectory(c, p, leaves, times, o, layout, n, checks))
-}
-
-/// The score's view of the sparsity: `dparam[start[k]..start[k + 1]]` are reaction `k`'s entries
-/// of [`PartialsPattern::dparam`](crate::jit::PartialsPattern) (which lists them by reaction).
-struct ScoreLayout {
-    start: Vec<usize>,
-}
-
-impl ScoreLayout {
-    fn new(c: &CompiledModel) -> Self {
-        let mut start = vec![0; c.n_reactions() + 1];
-        for &(k, _) in &c.pattern.dparam {
-            start[k + 1] += 1;
-        }
-        for k in 0..c.n_reactions() {
-            start[k + 1] += start[k];
-        }
-        debug_assert!(c.pattern.dparam.is_sorted_by_key(|e| e.0));
-        ScoreLayout { start }
-    }
+    checked_by_replay(|checks| score_trajectory(c, p, leaves, times, o, n, checks))
 }
 
 /// One score-function trajectory.
@@ -648,7 +605,6 @@ fn score_trajectory(
     leaves: &Leaves,
     times: &[f64],
     o: &GradOptions,
-    layout: &ScoreLayout,
     n: usize,
     checks: Checks,
 ) -> Result<Record, SimError> {
@@ -723,7 +679,7 @@ fn score_trajectory(
         t += tau;
         let k = select_or_last(&buf.a, rng.random::<f64>() * a0);
         // + ∂ log a_k/∂θ for the reaction that fired.
-        for &(_, q) in &c.pattern.dparam[layout.start[k]..layout.start[k + 1]] {
+        for &(_, q) in c.pattern.dparam_of(k) {
             s[q] += buf.dadp[k * np + q] / buf.a[k];
         }
         apply(c, k, &mut x);
@@ -1101,7 +1057,6 @@ mod tests {
             let c = CompiledModel::new(&model.ir).unwrap();
             assert!(c.has_gs_st_tangent());
             let (nr, ns, np) = (c.n_reactions(), c.n_species(), c.model.params.len());
-            let layout = GsStLayout::new(&c);
             let mut buf = Partials::new(&c);
             for _ in 0..200 {
                 let mut value = || rng.random_range(-3.0..3.0);
@@ -1121,7 +1076,6 @@ mod tests {
                 let (mut u, mut w, mut spread) = (vec![0.0; nr * np], vec![0.0; np], vec![0.0; ns]);
                 tangent_update(
                     &c,
-                    &layout,
                     &buf,
                     &coef,
                     &r,
