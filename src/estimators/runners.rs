@@ -372,7 +372,7 @@ fn gs_st_trajectory(
     // coefficient of its tangent (below).
     let mut r = vec![0.0; nr];
     let mut coef = vec![0.0; nr];
-    let mut u = vec![0.0; nr * np];
+    let mut v = vec![0.0; nr * np];
     let mut w = vec![0.0; np];
     let mut spread = vec![0.0; ns];
     let mut t = 0.0;
@@ -426,6 +426,7 @@ fn gs_st_trajectory(
             softmax_at_temperature(&buf.a, temp, &mut r, &mut coef);
             1.0
         };
+        layout.fire(c, best, &mut x);
         if c.has_gs_st_tangent() {
             // SAFETY: `buf` was sized for `c` by `Partials::new`, `coef` and `r` have a value per
             // reaction and `dx` one per (species, parameter), all allocated above, never resized.
@@ -438,12 +439,11 @@ fn gs_st_trajectory(
                 &r,
                 scale,
                 &mut dx,
-                &mut u,
+                &mut v,
                 &mut w,
                 &mut spread,
             );
         }
-        layout.fire(c, best, &mut x);
         if checks == Checks::EveryEvent && dx.iter().any(|v| !v.is_finite()) {
             return Err(non_finite_state_tangent(c, &buf, &x, t, n));
         }
@@ -478,8 +478,8 @@ fn non_finite_state_tangent(
 
 /// GS-ST's state-tangent update for one event, in loops (the JIT's unrolled kernel,
 /// [`CompiledModel::gs_st_tangent`], does the same operations in the same order): with
-/// `u_j = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i)` and `w = scale Σ_j u_j`, adds
-/// `Σ_j scale S_ij (u_j - r_j w)` to `dx_i`.
+/// `v_j = (scale coef_j) (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i)` and `w = Σ_j v_j`, adds
+/// `Σ_j S_ij (v_j - scale r_j w)` to `dx_i`.
 #[allow(clippy::too_many_arguments)]
 fn tangent_update(
     c: &CompiledModel,
@@ -488,45 +488,56 @@ fn tangent_update(
     r: &[f64],
     scale: f64,
     dx: &mut [f64],
-    u: &mut [f64],
+    v: &mut [f64],
     w: &mut [f64],
     spread: &mut [f64],
 ) {
     let np = w.len();
     let ns = dx.len() / np;
-    w.iter_mut().for_each(|v| *v = 0.0);
+    w.iter_mut().for_each(|x| *x = 0.0);
     for (j, &cj) in coef.iter().enumerate() {
-        let uj = &mut u[j * np..(j + 1) * np];
-        uj.copy_from_slice(&buf.dadp[j * np..(j + 1) * np]);
+        let cj = cj * scale;
+        let vj = &mut v[j * np..(j + 1) * np];
+        vj.copy_from_slice(&buf.dadp[j * np..(j + 1) * np]);
         for &(_, i) in c.pattern.dspecies_of(j) {
             let g = buf.dadx[j * ns + i];
-            for (v, d) in uj.iter_mut().zip(&dx[i * np..(i + 1) * np]) {
-                *v += g * d;
+            for (x, d) in vj.iter_mut().zip(&dx[i * np..(i + 1) * np]) {
+                *x += g * d;
             }
         }
-        for (v, wq) in uj.iter_mut().zip(w.iter_mut()) {
-            *v *= cj;
-            *wq += *v;
+        for (x, wq) in vj.iter_mut().zip(w.iter_mut()) {
+            *x *= cj;
+            *wq += *x;
         }
     }
-    w.iter_mut().for_each(|v| *v *= scale);
-    // Σ_j scale S_ij (u_j - r_j w) as Σ_j scale S_ij u_j - (Σ_j scale S_ij r_j) w: the second
-    // sum is a scalar per species.
-    spread.iter_mut().for_each(|v| *v = 0.0);
+    // Σ_j S_ij (v_j - scale r_j w) as Σ_j S_ij v_j - (Σ_j S_ij scale r_j) w: the second sum is a
+    // scalar per species.
+    spread.iter_mut().for_each(|x| *x = 0.0);
     for (j, &rj) in r.iter().enumerate() {
-        let uj = &u[j * np..(j + 1) * np];
+        let yj = rj * scale;
+        let vj = &v[j * np..(j + 1) * np];
         for &(i, d) in &c.model.reactions[j].net {
-            let sd = scale * d as f64;
-            spread[i] += sd * rj;
-            for (v, uq) in dx[i * np..(i + 1) * np].iter_mut().zip(uj) {
-                *v += sd * uq;
+            spread[i] = stoichiometric_step(spread[i], d, yj);
+            for (x, vq) in dx[i * np..(i + 1) * np].iter_mut().zip(vj) {
+                *x = stoichiometric_step(*x, d, *vq);
             }
         }
     }
     for (row, &si) in dx.chunks_exact_mut(np).zip(spread.iter()) {
-        for (v, wq) in row.iter_mut().zip(w.iter()) {
-            *v -= si * wq;
+        for (x, wq) in row.iter_mut().zip(w.iter()) {
+            *x -= si * wq;
         }
+    }
+}
+
+/// `acc + d v` for a stoichiometric coefficient `d`: for ±1 (the common case) an addition or a
+/// subtraction, which the JIT's kernel also emits instead of a multiplication.
+#[inline(always)]
+fn stoichiometric_step(acc: f64, d: i64, v: f64) -> f64 {
+    match d {
+        1 => acc + v,
+        -1 => acc - v,
+        _ => acc + d as f64 * v,
     }
 }
 
@@ -1073,7 +1084,7 @@ mod tests {
                 let scale = value().abs();
                 let (mut jit, mut generic) = (dx.clone(), dx);
                 c.gs_st_tangent(&buf.dadp, &buf.dadx, &coef, &r, scale, &mut jit);
-                let (mut u, mut w, mut spread) = (vec![0.0; nr * np], vec![0.0; np], vec![0.0; ns]);
+                let (mut v, mut w, mut spread) = (vec![0.0; nr * np], vec![0.0; np], vec![0.0; ns]);
                 tangent_update(
                     &c,
                     &buf,
@@ -1081,7 +1092,7 @@ mod tests {
                     &r,
                     scale,
                     &mut generic,
-                    &mut u,
+                    &mut v,
                     &mut w,
                     &mut spread,
                 );

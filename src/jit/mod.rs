@@ -496,9 +496,9 @@ impl CompiledModel {
     }
 
     /// The state-tangent update of one GS-ST event, unrolled over the model's sparsity: with
-    /// `u_j = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i)` and `w = scale Σ_j u_j`, adds
-    /// `Σ_j scale S_ij (u_j - r_j w)` to `dx_i` (as `Σ_j scale S_ij u_j`, reaction by reaction,
-    /// then `- (Σ_j scale S_ij r_j) w`). `dadp` and `dadx` are
+    /// `v_j = (scale coef_j) (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i)` and `w = Σ_j v_j`, adds
+    /// `Σ_j S_ij (v_j - scale r_j w)` to `dx_i` (as `Σ_j S_ij v_j`, reaction by reaction, then
+    /// `- (Σ_j S_ij scale r_j) w`). `dadp` and `dadx` are
     /// as written by [`CompiledModel::partials`], `dx` is `[species][param]`.
     ///
     /// # Panics
@@ -565,6 +565,26 @@ impl CompiledModel {
         assert!(out.len() >= self.model.observables.len());
         // SAFETY: lengths checked above.
         unsafe { (self.observables)(x.as_ptr(), p.as_ptr(), t, out.as_mut_ptr()) }
+    }
+}
+
+/// `acc + d v` for a stoichiometric coefficient `d`: an addition or a subtraction for ±1 (the
+/// common case, as in the estimator's generic loops), a multiplication otherwise. `v` is a scalar or a vector of the type of `acc`.
+fn stoichiometric_step(b: &mut FunctionBuilder, acc: Value, d: i64, v: Value) -> Value {
+    match d {
+        1 => b.ins().fadd(acc, v),
+        -1 => b.ins().fsub(acc, v),
+        _ => {
+            let ty = b.func.dfg.value_type(v);
+            let d = b.ins().f64const(d as f64);
+            let d = if ty == types::F64 {
+                d
+            } else {
+                b.ins().splat(ty, d)
+            };
+            let dv = b.ins().fmul(d, v);
+            b.ins().fadd(acc, dv)
+        }
     }
 }
 
@@ -796,26 +816,33 @@ impl<'m> Generator<'m> {
             let load = |b: &mut FunctionBuilder, base: Value, index: usize| {
                 b.ins().load(types::F64, flags, base, (8 * index) as i32)
             };
-            // changes[i]: the reactions changing species i, in order, with scale S_ij.
-            let mut changes: Vec<Vec<(usize, Value)>> = vec![Vec::new(); ns];
-            // spread[i] = Σ_j scale S_ij r_j, one scalar per species.
+            // changes[i]: the reactions changing species i, in order, with S_ij.
+            let mut changes: Vec<Vec<(usize, i64)>> = vec![Vec::new(); ns];
+            // spread[i] = Σ_j S_ij (scale r_j), one scalar per species.
             let mut spread: Vec<Option<Value>> = vec![None; ns];
             for (j, reaction) in model.reactions.iter().enumerate() {
                 if reaction.net.is_empty() {
                     continue;
                 }
                 let rj = load(b, r, j);
+                let yj = b.ins().fmul(rj, scale);
                 for &(i, d) in &reaction.net {
-                    let d = b.ins().f64const(d as f64);
-                    let sd = b.ins().fmul(scale, d);
-                    changes[i].push((j, sd));
-                    let sr = b.ins().fmul(sd, rj);
+                    changes[i].push((j, d));
                     spread[i] = Some(match spread[i] {
-                        Some(s) => b.ins().fadd(s, sr),
-                        None => sr,
+                        Some(s) => stoichiometric_step(b, s, d, yj),
+                        None => match d {
+                            1 => yj,
+                            -1 => b.ins().fneg(yj),
+                            _ => {
+                                let d = b.ins().f64const(d as f64);
+                                b.ins().fmul(d, yj)
+                            }
+                        },
                     });
                 }
             }
+            // scale coef_j, once per reaction, shared by the parameter pairs.
+            let mut scaled_coef: Vec<Option<Value>> = vec![None; nr];
             // Two parameters at a time in SSE2 vectors (the columns are independent), so that
             // few values are live at once: compiling is quick, nothing spills. Where one lane is a
             // structural zero it computes with the zero stored there, as the generic loops do.
@@ -831,51 +858,48 @@ impl<'m> Generator<'m> {
                     *old.entry(i)
                         .or_insert_with(|| b.ins().load(ty, lanes, dx, (8 * (i * np + q0)) as i32))
                 };
-                // u[j] = coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i), None where structurally zero;
-                // w = scale Σ_j u[j].
-                let mut u: Vec<Option<Value>> = vec![None; nr];
+                // v[j] = scale coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i), None where structurally
+                // zero; w = Σ_j v[j].
+                let mut v: Vec<Option<Value>> = vec![None; nr];
                 let mut w: Option<Value> = None;
                 for j in 0..nr {
                     let direct =
                         (pattern.dparam_of(j).iter()).any(|&(_, q)| q >= q0 && q < q0 + width);
-                    let mut v =
+                    let mut vj =
                         direct.then(|| b.ins().load(ty, lanes, dadp, (8 * (j * np + q0)) as i32));
                     for &(_, i) in pattern.dspecies_of(j) {
                         let g = load(b, dadx, j * ns + i);
                         let g = wide(b, g);
                         let o = old_dx(b, i);
                         let term = b.ins().fmul(g, o);
-                        v = Some(match v {
+                        vj = Some(match vj {
                             Some(v) => b.ins().fadd(v, term),
                             None => term,
                         });
                     }
-                    let Some(v) = v else { continue };
-                    let cj = load(b, coef, j);
+                    let Some(vj) = vj else { continue };
+                    let cj = *scaled_coef[j].get_or_insert_with(|| {
+                        let cj = load(b, coef, j);
+                        b.ins().fmul(cj, scale)
+                    });
                     let cj = wide(b, cj);
-                    let uj = b.ins().fmul(v, cj);
-                    u[j] = Some(uj);
+                    let vj = b.ins().fmul(vj, cj);
+                    v[j] = Some(vj);
                     w = Some(match w {
-                        Some(sum) => b.ins().fadd(sum, uj),
-                        None => uj,
+                        Some(sum) => b.ins().fadd(sum, vj),
+                        None => vj,
                     });
                 }
-                let w = w.map(|sum| {
-                    let scale = wide(b, scale);
-                    b.ins().fmul(sum, scale)
-                });
-                // dx_i += Σ_j scale S_ij u[j] (reactions in order), then -= spread_i w.
+                // dx_i += Σ_j S_ij v[j] (reactions in order), then -= spread_i w.
                 for i in 0..ns {
                     let mut acc = None;
-                    for &(j, sd) in &changes[i] {
-                        let Some(uj) = u[j] else { continue };
-                        let sd = wide(b, sd);
-                        let step = b.ins().fmul(sd, uj);
+                    for &(j, d) in &changes[i] {
+                        let Some(vj) = v[j] else { continue };
                         let current = match acc {
                             Some(v) => v,
                             None => old_dx(b, i),
                         };
-                        acc = Some(b.ins().fadd(current, step));
+                        acc = Some(stoichiometric_step(b, current, d, vj));
                     }
                     if let (Some(si), Some(w)) = (spread[i], w) {
                         let si = wide(b, si);
