@@ -770,22 +770,15 @@ pub fn worker_threads() -> usize {
     }
 }
 
-/// `range.map(f).collect()`, spread over [`worker_threads`] threads started for this call, which
-/// take chunks of the range from a shared counter until none is left. Starting the threads costs
+/// `range.map(f).collect::<Result<Vec<T>, E>>()` on [`worker_threads`] threads started for this
+/// call, which take chunks of the range from a shared counter until none is left. Starting the threads costs
 /// tens of microseconds per call; a persistent pool (rayon's, used before) cost 0.3 ms of CPU at
 /// the start of every process, and its idle workers spun after every loop, which a short command
 /// (`rxnc grad` on the peer benchmark: 3.4 ms in all) pays in full. The calling thread only
 /// waits: working alongside its helper, it shared its core with it until the scheduler moved
 /// the new thread (3.7 → 4.4 ms for that command).
-pub(crate) fn map_range<T: Send>(
-    range: std::ops::Range<usize>,
-    f: impl Fn(usize) -> T + Sync,
-) -> Vec<T> {
-    map_range_on(worker_threads(), range, f, |_| false)
-}
-
-/// `range.map(f).collect::<Result<Vec<T>, E>>()` on [`worker_threads`] threads: the error is
-/// that of the first failing index, as on one thread, and once an index has failed no new chunk
+///
+/// The error is that of the first failing index, as on one thread, and once an index has failed no new chunk
 /// is started (a runaway trajectory does not make the others run to their event limit first).
 pub(crate) fn try_map_range<T: Send, E: Send>(
     range: std::ops::Range<usize>,

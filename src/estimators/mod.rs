@@ -14,7 +14,7 @@ mod runners;
 
 pub use objective::{Dual, LeafMoments, Objective, Statistic};
 
-use crate::engine::{SimError, map_range, try_map_range, wrong_param_count};
+use crate::engine::{SimError, try_map_range, wrong_param_count};
 use crate::ir::{self, Expr};
 use crate::jit::{CompiledModel, Kernels};
 use std::fmt;
@@ -308,40 +308,36 @@ pub fn estimate_gradient(
     })?;
     let events = records.iter().map(|r| r.events).sum();
 
-    let all: Vec<&Record> = records.iter().collect();
-    let aggregate = |subset: &[&Record]| {
-        let moments = runners::moments(
-            options.estimator,
-            subset,
-            leaves.len(),
-            params.len(),
-            fd_scales,
-        );
-        objective.evaluate(&moments)
-    };
-    let full = aggregate(&all);
+    // Grouped jackknife: delete each of G contiguous groups in turn. Each group's sums once, the
+    // total as their sum, and every replicate as the total minus one group.
+    let groups = options.trajectories.min(50);
+    let (nl, np) = (leaves.len(), params.len());
+    let group_sums: Vec<runners::MomentSums> = (0..groups)
+        .map(|g| {
+            let (lo, hi) = (g * records.len() / groups, (g + 1) * records.len() / groups);
+            let mut sums = runners::MomentSums::new(options.estimator, nl, np);
+            for r in &records[lo..hi] {
+                sums.add(r, fd_scales);
+            }
+            sums
+        })
+        .collect();
+    let mut total = runners::MomentSums::new(options.estimator, nl, np);
+    for sums in &group_sums {
+        total.merge(sums);
+    }
+    let moments = total.moments();
+    let full = objective.evaluate(&moments);
     // When the moments and their gradients are finite, a non-finite result is the objective's
     // doing (sd of a constant, log of zero), not the estimator's.
-    let moments_finite = runners::moments(
-        options.estimator,
-        &all,
-        leaves.len(),
-        params.len(),
-        fd_scales,
-    )
-    .iter()
-    .all(|m| {
+    let moments_finite = moments.iter().all(|m| {
         [&m.m1, &m.m2]
             .iter()
             .all(|d| d.v.is_finite() && d.d.iter().all(|v| v.is_finite()))
     });
-    // Grouped jackknife: delete each of G contiguous groups in turn.
-    let groups = options.trajectories.min(50);
-    let replicates: Vec<Dual> = map_range(0..groups, |g| {
-        let (lo, hi) = (g * all.len() / groups, (g + 1) * all.len() / groups);
-        let subset: Vec<&Record> = all[..lo].iter().chain(&all[hi..]).copied().collect();
-        aggregate(&subset)
-    });
+    let replicates: Vec<Dual> = (group_sums.iter())
+        .map(|group| objective.evaluate(&total.without(group).moments()))
+        .collect();
     let jackknife_se = |value: &dyn Fn(&Dual) -> f64| {
         let g = groups as f64;
         let mean = replicates.iter().map(value).sum::<f64>() / g;

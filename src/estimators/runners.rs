@@ -948,76 +948,152 @@ fn finite_differences(
     Ok(Record { f, extra, events })
 }
 
-/// The moments E[f], E[f²] of every leaf and their gradients, from a subset of records.
-pub fn moments(
+/// Sums over trajectories from which the moments E\[f\], E\[f²\] of every leaf and their
+/// gradients follow ([`MomentSums::moments`]). They are additive, so a jackknife replicate (all
+/// trajectories but one group) is the total minus the group's sums: one pass over the records
+/// instead of one per replicate.
+#[derive(Debug, Clone)]
+pub struct MomentSums {
     est: Estimator,
-    records: &[&Record],
-    nl: usize,
     np: usize,
-    fd: &[FdScale],
-) -> Vec<LeafMoments> {
-    let nn = records.len();
-    let count = nn as f64;
-    (0..nl)
-        .map(|m| {
-            let sum1: f64 = records.iter().map(|r| r.f[m]).sum();
-            let sum2: f64 = records.iter().map(|r| r.f[m] * r.f[m]).sum();
-            let mut d1 = vec![0.0; np];
-            let mut d2 = vec![0.0; np];
-            for r in records {
-                let f = r.f[m];
-                match est {
+    count: usize,
+    /// Per leaf, `LEAF_BLOCK(np)` values: Σf, Σf², then per parameter Σ g1, Σ g2 (the
+    /// estimator's contributions to the gradients of E\[f\] and E\[f²\]) and, for the score
+    /// estimator, Σ f s and Σ f² s.
+    leaf: Vec<f64>,
+    /// Σ s per parameter (score estimator only).
+    score: Vec<f64>,
+}
+
+const fn leaf_block(np: usize) -> usize {
+    2 + 4 * np
+}
+
+impl MomentSums {
+    /// Zero sums for `nl` leaves and `np` parameters.
+    pub fn new(est: Estimator, nl: usize, np: usize) -> MomentSums {
+        MomentSums {
+            est,
+            np,
+            count: 0,
+            leaf: vec![0.0; nl * leaf_block(np)],
+            score: vec![0.0; np],
+        }
+    }
+
+    /// Adds one trajectory's record. `fd` as given by [`Shared`] (finite differences only).
+    pub fn add(&mut self, r: &Record, fd: &[FdScale]) {
+        let np = self.np;
+        let nl = self.leaf.len() / leaf_block(np);
+        self.count += 1;
+        if matches!(self.est, Estimator::Score) {
+            for (acc, s) in self.score.iter_mut().zip(&r.extra[..np]) {
+                *acc += s;
+            }
+        }
+        for (m, block) in self.leaf.chunks_exact_mut(leaf_block(np)).enumerate() {
+            let f = r.f[m];
+            block[0] += f;
+            block[1] += f * f;
+            let (g1, rest) = block[2..].split_at_mut(np);
+            let (g2, rest) = rest.split_at_mut(np);
+            let (h1, h2) = rest.split_at_mut(np);
+            for q in 0..np {
+                let (d1, d2) = match self.est {
                     Estimator::GsSt { .. } => {
-                        for q in 0..np {
-                            let df = r.extra[m * np + q];
-                            d1[q] += df;
-                            d2[q] += 2.0 * f * df;
-                        }
+                        let df = r.extra[m * np + q];
+                        (df, 2.0 * f * df)
                     }
                     Estimator::Score => {
-                        // Leave-one-out baselines: independent of this trajectory's score.
-                        let b1 = (sum1 - f) / (count - 1.0);
-                        let b2 = (sum2 - f * f) / (count - 1.0);
-                        for q in 0..np {
-                            let s = r.extra[q];
-                            let direct = r.extra[np + m * np + q];
-                            d1[q] += (f - b1) * s + direct;
-                            d2[q] += (f * f - b2) * s + 2.0 * f * direct;
-                        }
+                        let s = r.extra[q];
+                        let direct = r.extra[np + m * np + q];
+                        h1[q] += f * s;
+                        h2[q] += f * f * s;
+                        (direct, 2.0 * f * direct)
                     }
                     Estimator::AltPath => {
-                        for q in 0..np {
-                            let direct = r.extra[m * np + q];
-                            let w = r.extra[nl * np + q];
-                            let fa = r.extra[nl * np + np + q * nl + m];
-                            d1[q] += w * (fa - f) + direct;
-                            d2[q] += w * (fa * fa - f * f) + 2.0 * f * direct;
-                        }
+                        let direct = r.extra[m * np + q];
+                        let w = r.extra[nl * np + q];
+                        let fa = r.extra[nl * np + np + q * nl + m];
+                        (
+                            w * (fa - f) + direct,
+                            w * (fa * fa - f * f) + 2.0 * f * direct,
+                        )
                     }
                     Estimator::Fd { sigma } => {
                         let (fp, fm) = (r.extra[m], r.extra[nl + m]);
-                        for q in 0..np {
-                            let e = r.extra[2 * nl + q] * fd[q].to_theta() / (2.0 * sigma);
-                            d1[q] += (fp - fm) * e;
-                            d2[q] += (fp * fp - fm * fm) * e;
-                        }
+                        let e = r.extra[2 * nl + q] * fd[q].to_theta() / (2.0 * sigma);
+                        ((fp - fm) * e, (fp * fp - fm * fm) * e)
                     }
+                };
+                g1[q] += d1;
+                g2[q] += d2;
+            }
+        }
+    }
+
+    /// Adds the sums of another set of trajectories.
+    pub fn merge(&mut self, other: &MomentSums) {
+        self.count += other.count;
+        for (a, b) in self.leaf.iter_mut().zip(&other.leaf) {
+            *a += b;
+        }
+        for (a, b) in self.score.iter_mut().zip(&other.score) {
+            *a += b;
+        }
+    }
+
+    /// The sums of these trajectories without those of `part` (a subset of them).
+    pub fn without(&self, part: &MomentSums) -> MomentSums {
+        let minus = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a - b).collect();
+        MomentSums {
+            est: self.est,
+            np: self.np,
+            count: self.count - part.count,
+            leaf: minus(&self.leaf, &part.leaf),
+            score: minus(&self.score, &part.score),
+        }
+    }
+
+    /// The moments of every leaf and their gradients.
+    ///
+    /// The score estimator's baseline is leave-one-out: trajectory r's score is weighted by
+    /// `f_r - (Σf - f_r)/(N - 1)`, which sums to `(N Σ f s - Σf Σ s)/(N - 1)`.
+    pub fn moments(&self) -> Vec<LeafMoments> {
+        let np = self.np;
+        let count = self.count as f64;
+        (self.leaf.chunks_exact(leaf_block(np)))
+            .map(|block| {
+                let (sum1, sum2) = (block[0], block[1]);
+                let (g1, rest) = block[2..].split_at(np);
+                let (g2, rest) = rest.split_at(np);
+                let (h1, h2) = rest.split_at(np);
+                let gradient = |g: &[f64], h: &[f64], sum: f64| -> Vec<f64> {
+                    (0..np)
+                        .map(|q| {
+                            let baselined = if matches!(self.est, Estimator::Score) {
+                                (count * h[q] - sum * self.score[q]) / (count - 1.0)
+                            } else {
+                                0.0
+                            };
+                            (g[q] + baselined) / count
+                        })
+                        .collect()
+                };
+                LeafMoments {
+                    m1: Dual {
+                        v: sum1 / count,
+                        d: gradient(g1, h1, sum1),
+                    },
+                    m2: Dual {
+                        v: sum2 / count,
+                        d: gradient(g2, h2, sum2),
+                    },
+                    n: self.count,
                 }
-            }
-            let scale = |v: Vec<f64>| v.into_iter().map(|x| x / count).collect::<Vec<_>>();
-            LeafMoments {
-                m1: Dual {
-                    v: sum1 / count,
-                    d: scale(d1),
-                },
-                m2: Dual {
-                    v: sum2 / count,
-                    d: scale(d2),
-                },
-                n: nn,
-            }
-        })
-        .collect()
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -1099,6 +1175,125 @@ mod tests {
                 assert_eq!(jit, generic, "{text}");
             }
         }
+    }
+
+    /// The moments of [`MomentSums`] (additive sums, a replicate as the total minus a group)
+    /// are those computed record by record, with the score's leave-one-out baselines taken
+    /// trajectory by trajectory, for every estimator.
+    #[test]
+    fn moment_sums_match_record_by_record_moments() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+        let (nl, np, n) = (2, 3, 40);
+        let fd = vec![
+            FdScale {
+                log: true,
+                width: 0.7
+            };
+            np
+        ];
+        for est in [
+            Estimator::GsSt { temperature: 1.0 },
+            Estimator::Score,
+            Estimator::AltPath,
+            Estimator::Fd { sigma: 0.1 },
+        ] {
+            let records: Vec<Record> = (0..n)
+                .map(|_| Record {
+                    f: (0..nl).map(|_| rng.random_range(0.0..20.0)).collect(),
+                    extra: (0..extra_len(est, nl, np))
+                        .map(|_| rng.random_range(-2.0..2.0))
+                        .collect(),
+                    events: 0,
+                })
+                .collect();
+            let sums_of = |rs: &[Record]| {
+                let mut sums = MomentSums::new(est, nl, np);
+                rs.iter().for_each(|r| sums.add(r, &fd));
+                sums
+            };
+            let (total, group) = (sums_of(&records), sums_of(&records[10..20]));
+            let rest: Vec<Record> = [&records[..10], &records[20..]].concat();
+            for (got, rs) in [
+                (total.moments(), &records),
+                (total.without(&group).moments(), &rest),
+            ] {
+                let want = record_by_record_moments(est, rs, nl, np, &fd);
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.n, w.n);
+                    for (gd, wd) in [(&g.m1, &w.m1), (&g.m2, &w.m2)] {
+                        let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * (1.0 + b.abs());
+                        assert!(close(gd.v, wd.v), "{est:?}: {} vs {}", gd.v, wd.v);
+                        for (a, b) in gd.d.iter().zip(&wd.d) {
+                            assert!(close(*a, *b), "{est:?}: {a} vs {b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The moments computed trajectory by trajectory (the definition [`MomentSums`] rearranges).
+    fn record_by_record_moments(
+        est: Estimator,
+        records: &[Record],
+        nl: usize,
+        np: usize,
+        fd: &[FdScale],
+    ) -> Vec<LeafMoments> {
+        let count = records.len() as f64;
+        (0..nl)
+            .map(|m| {
+                let sum1: f64 = records.iter().map(|r| r.f[m]).sum();
+                let sum2: f64 = records.iter().map(|r| r.f[m] * r.f[m]).sum();
+                let (mut d1, mut d2) = (vec![0.0; np], vec![0.0; np]);
+                for r in records {
+                    let f = r.f[m];
+                    for q in 0..np {
+                        let (a, b) = match est {
+                            Estimator::GsSt { .. } => {
+                                let df = r.extra[m * np + q];
+                                (df, 2.0 * f * df)
+                            }
+                            Estimator::Score => {
+                                let b1 = (sum1 - f) / (count - 1.0);
+                                let b2 = (sum2 - f * f) / (count - 1.0);
+                                let (s, direct) = (r.extra[q], r.extra[np + m * np + q]);
+                                ((f - b1) * s + direct, (f * f - b2) * s + 2.0 * f * direct)
+                            }
+                            Estimator::AltPath => {
+                                let direct = r.extra[m * np + q];
+                                let w = r.extra[nl * np + q];
+                                let fa = r.extra[nl * np + np + q * nl + m];
+                                (
+                                    w * (fa - f) + direct,
+                                    w * (fa * fa - f * f) + 2.0 * f * direct,
+                                )
+                            }
+                            Estimator::Fd { sigma } => {
+                                let (fp, fm) = (r.extra[m], r.extra[nl + m]);
+                                let e = r.extra[2 * nl + q] * fd[q].to_theta() / (2.0 * sigma);
+                                ((fp - fm) * e, (fp * fp - fm * fm) * e)
+                            }
+                        };
+                        d1[q] += a;
+                        d2[q] += b;
+                    }
+                }
+                let mean = |v: Vec<f64>| v.iter().map(|x| x / count).collect();
+                LeafMoments {
+                    m1: Dual {
+                        v: sum1 / count,
+                        d: mean(d1),
+                    },
+                    m2: Dual {
+                        v: sum2 / count,
+                        d: mean(d2),
+                    },
+                    n: records.len(),
+                }
+            })
+            .collect()
     }
 
     /// The softmax at temperature 1 taken the general way (logarithms, exponentials) gives the
