@@ -569,7 +569,8 @@ impl CompiledModel {
 }
 
 /// `acc + d v` for a stoichiometric coefficient `d`: an addition or a subtraction for ±1 (the
-/// common case, as in the estimator's generic loops), a multiplication otherwise. `v` is a scalar or a vector of the type of `acc`.
+/// common case, as in the estimator's generic loops), a multiplication otherwise. `v` is a scalar
+/// or a vector of the type of `acc`.
 fn stoichiometric_step(b: &mut FunctionBuilder, acc: Value, d: i64, v: Value) -> Value {
     match d {
         1 => b.ins().fadd(acc, v),
