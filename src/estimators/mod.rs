@@ -57,8 +57,13 @@ impl Estimator {
     /// [`CompiledModel::with_kernels`](crate::jit::CompiledModel::with_kernels) to save start-up time.
     pub fn kernels(&self) -> Kernels {
         match self {
-            Estimator::GsSt { .. } => Kernels {
-                gs_st_tangent: true,
+            // At temperature 1 the event-loop kernel (with the tangent update inline) runs every
+            // trajectory, unless one must be replayed with checks after every event, which the
+            // Rust loop does with its generic tangent loops; at other temperatures the Rust loop
+            // runs with the tangent kernel.
+            &Estimator::GsSt { temperature } => Kernels {
+                gs_st_tangent: temperature != 1.0,
+                gs_st_events: temperature == 1.0,
                 ..Kernels::PARTIALS
             },
             Estimator::Score => Kernels::PARTIALS,

@@ -4,7 +4,7 @@ use super::{Estimator, GradOptions, LeafMoments, Leaves, Record};
 use crate::engine::{SimError, Trajectory, stream_rng};
 use crate::estimators::Dual;
 use crate::ir;
-use crate::jit::CompiledModel;
+use crate::jit::{CompiledModel, DENSE_NET_MAX_SPECIES, GsStFrame, GsStStop};
 use rand::Rng;
 use rand_distr::{Distribution, Exp1, StandardNormal};
 use std::sync::atomic::AtomicBool;
@@ -278,7 +278,117 @@ fn gs_st(
     temp: f64,
     n: usize,
 ) -> Result<Record, SimError> {
-    checked_by_replay(|checks| gs_st_trajectory(c, p, leaves, times, o, layout, temp, n, checks))
+    checked_by_replay(|checks| {
+        if checks == Checks::AtRecords && temp == 1.0 && c.has_gs_st_events() {
+            gs_st_trajectory_compiled(c, p, leaves, times, o, layout, n)
+        } else {
+            gs_st_trajectory(c, p, leaves, times, o, layout, temp, n, checks)
+        }
+    })
+}
+
+/// Events whose exponential draws are made at a time for the compiled event loop: enough to
+/// amortise a call, few enough that the draws left unused at the end of a trajectory (they come
+/// from its own stream, so they change nothing) cost little.
+const DRAWN_EVENTS: usize = 16;
+
+/// One GS-ST trajectory at temperature 1 through the compiled event loop
+/// ([`CompiledModel::gs_st_events_unchecked`]): the same trajectory, records and errors as
+/// [`gs_st_trajectory`] under [`Checks::AtRecords`], bit for bit. Rust draws the exponentials
+/// (the same draws, in the same order) and records the observations.
+fn gs_st_trajectory_compiled(
+    c: &CompiledModel,
+    p: &[f64],
+    leaves: &Leaves,
+    times: &[f64],
+    o: &GradOptions,
+    layout: &GsStLayout,
+    n: usize,
+) -> Result<Record, SimError> {
+    assert_eq!(p.len(), c.model.params.len(), "one value per parameter");
+    let (nr, ns, np) = (c.n_reactions(), c.n_species(), p.len());
+    let mut rng = stream_rng(o.seed, n as u64);
+    let mut x = c.model.initial_state();
+    let mut buf = Partials::new(c);
+    let mut dx = vec![0.0; ns * np];
+    let (mut coef, mut r) = (vec![0.0; nr], vec![0.0; nr]);
+    let mut draws = vec![0.0; DRAWN_EVENTS * (nr + 1)];
+    let (mut f, mut extra) = (Vec::new(), Vec::new());
+    let mut next = 0;
+    let observation = |next: usize| times.get(next).copied().unwrap_or(f64::INFINITY);
+    let a0 = buf.eval_checked_by(Checks::AtRecords, c, &x, p, 0.0, n)?;
+    // The buffers are pointed at before every call (below).
+    let mut frame = GsStFrame {
+        x: std::ptr::null_mut(),
+        p: p.as_ptr(),
+        a: std::ptr::null_mut(),
+        dadp: std::ptr::null_mut(),
+        dadx: std::ptr::null_mut(),
+        coef: std::ptr::null_mut(),
+        r: std::ptr::null_mut(),
+        dx: std::ptr::null_mut(),
+        net: layout
+            .dense_net
+            .as_ref()
+            .map_or(std::ptr::null(), |net| net.as_ptr()),
+        draws: std::ptr::null(),
+        t: 0.0,
+        t_next: 0.0,
+        a0,
+        t_obs: observation(0),
+        t_end: o.t_end,
+        events: 0,
+        max_events: o.max_events,
+        next_draw: 0,
+        n_draws: 0,
+    };
+    if a0 > 0.0 {
+        loop {
+            (frame.x, frame.dx, frame.draws) = (x.as_mut_ptr(), dx.as_mut_ptr(), draws.as_ptr());
+            (frame.a, frame.dadp, frame.dadx) = (
+                buf.a.as_mut_ptr(),
+                buf.dadp.as_mut_ptr(),
+                buf.dadx.as_mut_ptr(),
+            );
+            (frame.coef, frame.r) = (coef.as_mut_ptr(), r.as_mut_ptr());
+            // SAFETY: the frame points at the buffers above, sized for `c` and never resized;
+            // `buf` holds the partials at `x` and `frame.a0` their sum.
+            match unsafe { c.gs_st_events_unchecked(&mut frame) } {
+                GsStStop::NeedDraws => {
+                    for e in draws.iter_mut() {
+                        *e = Exp1.sample(&mut rng);
+                    }
+                    (frame.next_draw, frame.n_draws) = (0, DRAWN_EVENTS as u64);
+                }
+                GsStStop::Observation => {
+                    while next < times.len() && times[next] < frame.t_next {
+                        record_pathwise(c, leaves, &x, &dx, p, times[next], n, &mut f, &mut extra)?;
+                        next += 1;
+                    }
+                    frame.t_obs = observation(next);
+                }
+                GsStStop::Horizon | GsStStop::Absorbed => break,
+                GsStStop::TooManyEvents => {
+                    return Err(too_many(c, &x, frame.t, o.max_events, n));
+                }
+                GsStStop::InvalidPropensity => {
+                    // Names the offending reaction (as the Rust loop's next event would).
+                    frame.a0 = buf.eval(c, &x, p, frame.t, n)?;
+                    if frame.a0 <= 0.0 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    for &tk in &times[next..] {
+        record_pathwise(c, leaves, &x, &dx, p, tk, n, &mut f, &mut extra)?;
+    }
+    Ok(Record {
+        f,
+        extra,
+        events: frame.events,
+    })
 }
 
 /// Where an estimator checks that what it carries along the trajectory (GS-ST's state tangent,
@@ -303,16 +413,10 @@ fn checked_by_replay(
     }
 }
 
-/// Up to this many species, GS-ST fires a reaction by adding a dense column of the
-/// stoichiometry.
-const DENSE_NET_MAX_SPECIES: usize = 8;
-
 /// What GS-ST prepares once per ensemble.
 struct GsStLayout {
-    /// The reactions' net changes as dense columns, `[j][i]`, for models with few species: adding
-    /// a whole column has a fixed trip count, where walking a reaction's sparse net change
-    /// mispredicts whenever the fired reaction changes a different number of species than the
-    /// last one.
+    /// The reactions' net changes as dense columns, `[j][i]`, for models with few species (see
+    /// [`DENSE_NET_MAX_SPECIES`]).
     dense_net: Option<Vec<i64>>,
 }
 
@@ -1175,6 +1279,81 @@ mod tests {
                 assert_eq!(jit, generic, "{text}");
             }
         }
+    }
+
+    /// The compiled GS-ST event loop is the Rust loop, bit for bit: the same records (at several
+    /// observation times, one before the first event, two equal, the last at the horizon), the
+    /// same event counts, the same errors (too many events; a propensity turning negative).
+    #[test]
+    fn compiled_gs_st_events_match_the_rust_loop() {
+        let negative = "species X = 0, Y = 6\nparam k = 2\n0 -> X @ k\nY -> 0 @= k * (Y - X)\n";
+        let absorbing = "species X = 4\nparam k = 1.5\nX -> 0 @ k\n";
+        // More species than fire by dense columns: the kernel jumps to code per reaction.
+        let chain = format!(
+            "species {}\nparam k = 3, d = 0.5\n0 -> S0 @ k\n{}S9 -> 0 @ d\n",
+            (0..10)
+                .map(|i| format!("S{i} = {}", 10 - i))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (0..9)
+                .map(|i| format!("S{i} -> S{} @ k\n", i + 1))
+                .collect::<String>(),
+        );
+        let times = [0.0, 0.3, 1.0, 1.0, 2.5];
+        let mut compared_events = 0;
+        for text in TANGENT_MODELS.iter().chain(&[negative, absorbing, &chain]) {
+            let model = crate::Model::parse("m.rxn", text).unwrap();
+            let c = CompiledModel::new(&model.ir).unwrap();
+            assert!(c.has_gs_st_events(), "{text}");
+            if *text == chain {
+                assert!(c.n_species() > DENSE_NET_MAX_SPECIES);
+            }
+            let p: Vec<f64> = c.model.params.iter().map(|q| q.value).collect();
+            let species = (0..c.n_species()).map(ir::Expr::Species).collect();
+            let leaves = Leaves::from_exprs(species, &c.model);
+            let layout = GsStLayout::new(&c);
+            let (mut events, mut errors) = (0, 0);
+            for max_events in [u64::MAX, 40] {
+                let o = GradOptions {
+                    t_end: 2.5,
+                    trajectories: 30,
+                    seed: 7,
+                    estimator: Estimator::GsSt { temperature: 1.0 },
+                    max_events,
+                };
+                for n in 0..30 {
+                    let checks = Checks::AtRecords;
+                    let rust =
+                        gs_st_trajectory(&c, &p, &leaves, &times, &o, &layout, 1.0, n, checks);
+                    let compiled =
+                        gs_st_trajectory_compiled(&c, &p, &leaves, &times, &o, &layout, n);
+                    match (rust, compiled) {
+                        (Ok(rust), Ok(compiled)) => {
+                            let bits =
+                                |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(bits(&rust.f), bits(&compiled.f), "{text}");
+                            assert_eq!(bits(&rust.extra), bits(&compiled.extra), "{text}");
+                            assert_eq!(rust.events, compiled.events, "{text}");
+                            assert_eq!(rust.f.len(), times.len() * c.n_species());
+                            events += rust.events;
+                        }
+                        (Err(rust), Err(compiled)) => {
+                            assert_eq!(rust, compiled, "{text}");
+                            errors += 1;
+                        }
+                        (rust, compiled) => panic!("{text}: {rust:?} against {compiled:?}"),
+                    }
+                }
+            }
+            compared_events += events;
+            if *text == negative {
+                assert!(errors > 0, "the negative propensity was not met");
+            }
+            if *text == absorbing {
+                assert_eq!(errors, 0, "{text}");
+            }
+        }
+        assert!(compared_events > 10_000, "{compared_events}");
     }
 
     /// The moments of [`MomentSums`] (additive sums, a replicate as the total minus a group)

@@ -10,8 +10,10 @@
 //!   dropped below zero, so the engine's hot loop needs one comparison to notice; and `step`, the
 //!   selection of a reaction from a uniform number and its firing in one call;
 //! - gradients: `partials`, the propensities with their non-zero derivatives with respect to the
-//!   parameters, the species and time; and `gs_st_tangent`, GS-ST's state-tangent update for one
-//!   event, unrolled over the model's sparsity;
+//!   parameters, the species and time; `gs_st_tangent`, GS-ST's state-tangent update for one
+//!   event, unrolled over the model's sparsity; and `gs_st_events`, GS-ST's whole event loop at
+//!   temperature 1 (waiting time, Gumbel choice, firing, the tangent update inline, then a call to
+//!   `partials`), fed with exponential draws by the estimator;
 //! - `observables(x, p, t, out)`: every observable into `out` (not generated when there are none).
 //!
 //! `exp`, `log` and `pow` are imported `extern "C"` symbols; everything else is inline code.
@@ -34,6 +36,7 @@ type ObservablesFn = unsafe extern "C" fn(*const i64, *const f64, f64, *mut f64)
 type StepFn = unsafe extern "C" fn(*mut i64, *const f64, f64, *mut f64, f64, *mut i64) -> f64;
 type GsStTangentFn =
     unsafe extern "C" fn(*const f64, *const f64, *const f64, *const f64, f64, *mut f64);
+type GsStEventsFn = unsafe extern "C" fn(*mut GsStFrame) -> i64;
 type PartialsFn = unsafe extern "C" fn(
     *const i64,
     *const f64,
@@ -128,6 +131,11 @@ pub struct Kernels {
     /// models small enough to unroll). An optimisation: without it GS-ST runs generic loops that
     /// compute the same bits.
     pub gs_st_tangent: bool,
+    /// `gs_st_events`, GS-ST's whole event loop at temperature 1 with the tangent update inline
+    /// (with `partials`, for models small enough to unroll and whose propensities do not read
+    /// time). An optimisation, like `gs_st_tangent`: without it GS-ST runs its Rust loop, which
+    /// computes the same bits.
+    pub gs_st_events: bool,
 }
 
 impl Kernels {
@@ -136,21 +144,24 @@ impl Kernels {
         simulation: true,
         partials: true,
         gs_st_tangent: true,
+        gs_st_events: true,
     };
     /// The simulation kernels only.
     pub const SIMULATION: Kernels = Kernels {
         simulation: true,
         partials: false,
         gs_st_tangent: false,
+        gs_st_events: false,
     };
     /// The partial-derivative kernel only.
     pub const PARTIALS: Kernels = Kernels {
         simulation: false,
         partials: true,
         gs_st_tangent: false,
+        gs_st_events: false,
     };
 
-    /// Whether every kernel `other` needs is in `self` (the optional GS-ST tangent kernel aside).
+    /// Whether every kernel `other` needs is in `self` (the optional GS-ST kernels aside).
     pub fn contains(self, other: Kernels) -> bool {
         (self.simulation || !other.simulation) && (self.partials || !other.partials)
     }
@@ -181,6 +192,86 @@ fn missing_simulation_kernels() -> ! {
     std::process::abort()
 }
 
+/// Up to this many species, GS-ST fires a reaction by adding a dense column of the
+/// stoichiometry: adding a whole column has a fixed trip count and no branch on the reaction,
+/// where walking a reaction's sparse net change (or jumping to code for it) mispredicts whenever
+/// the fired reaction differs from the last one.
+pub(crate) const DENSE_NET_MAX_SPECIES: usize = 8;
+
+/// What GS-ST's event-loop kernel ([`CompiledModel::gs_st_events_unchecked`]) reads and
+/// writes: the trajectory's buffers (as the estimator's Rust loop lays them out) and its clock.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct GsStFrame {
+    /// The state, `[species]`.
+    pub x: *mut i64,
+    /// The parameters.
+    pub p: *const f64,
+    /// The propensities and their partial derivatives at `x` (as [`CompiledModel::partials`]
+    /// writes them).
+    pub a: *mut f64,
+    pub dadp: *mut f64,
+    pub dadx: *mut f64,
+    /// Scratch for the tangent update, one value per reaction.
+    pub coef: *mut f64,
+    pub r: *mut f64,
+    /// The state tangent, `[species][param]`.
+    pub dx: *mut f64,
+    /// With at most [`DENSE_NET_MAX_SPECIES`] species, the reactions' net changes as dense
+    /// columns, `[reaction][species]` (otherwise unused).
+    pub net: *const i64,
+    /// Exponential draws, `1 + n_reactions` per event: the waiting time's, then one per reaction.
+    pub draws: *const f64,
+    /// The time of the last event.
+    pub t: f64,
+    /// The time the next event would have: written when the kernel stops at an observation time
+    /// or the horizon.
+    pub t_next: f64,
+    /// The total propensity at `x`.
+    pub a0: f64,
+    /// The next observation time (+∞ when none is left) and the horizon.
+    pub t_obs: f64,
+    pub t_end: f64,
+    pub events: u64,
+    pub max_events: u64,
+    /// The next event's draws are `draws[next_draw * (1 + n_reactions)..]`; `n_draws` events'
+    /// draws are available.
+    pub next_draw: u64,
+    pub n_draws: u64,
+}
+
+/// Why GS-ST's event-loop kernel returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i64)]
+pub(crate) enum GsStStop {
+    /// Every drawn event was used: refill the draws and call again.
+    NeedDraws = 0,
+    /// The next event would come after the next observation time: record the observations up to
+    /// `t_next` and call again (the event is then taken from the same draws).
+    Observation = 1,
+    /// The next event would come after the horizon.
+    Horizon = 2,
+    /// `max_events` events happened and another is due.
+    TooManyEvents = 3,
+    /// A propensity is negative or NaN at the new state.
+    InvalidPropensity = 4,
+    /// No reaction can fire.
+    Absorbed = 5,
+}
+
+impl GsStStop {
+    fn from_code(code: i64) -> GsStStop {
+        [
+            GsStStop::NeedDraws,
+            GsStStop::Observation,
+            GsStStop::Horizon,
+            GsStStop::TooManyEvents,
+            GsStStop::InvalidPropensity,
+            GsStStop::Absorbed,
+        ][code as usize]
+    }
+}
+
 /// A model compiled to machine code. Cheap to share between threads.
 pub struct CompiledModel {
     module: Option<JITModule>,
@@ -191,6 +282,7 @@ pub struct CompiledModel {
     observables: ObservablesFn,
     partials: Option<PartialsFn>,
     gs_st_tangent: Option<GsStTangentFn>,
+    gs_st_events: Option<GsStEventsFn>,
     /// Which partial derivatives are structurally non-zero (the others are never written); empty
     /// when compiled without the partials kernel.
     pub pattern: PartialsPattern,
@@ -306,22 +398,32 @@ impl CompiledModel {
             .then(|| generator.observables(clif.as_mut()))
             .transpose()?;
         let (partials, pattern) = if kernels.partials {
-            let (id, pattern) = generator.partials(clif.as_mut())?;
-            (Some(id), pattern)
+            let outputs = partial_outputs(model);
+            let id = generator.partials(&outputs, clif.as_mut())?;
+            let pattern = partials_pattern(model, &outputs);
+            (Some((id, outputs)), pattern)
         } else {
             (
                 None,
                 PartialsPattern::new(model.reactions.len(), vec![], vec![], vec![]),
             )
         };
-        let gs_st_tangent = if kernels.partials
-            && kernels.gs_st_tangent
-            && gs_st_tangent_size(model, &pattern) <= MAX_TANGENT_KERNEL
-        {
-            Some(generator.gs_st_tangent(&pattern, clif.as_mut())?)
-        } else {
-            None
+        let small = gs_st_tangent_size(model, &pattern) <= MAX_TANGENT_KERNEL;
+        let (gs_st_tangent, gs_st_events) = match &partials {
+            Some((id, _)) if small => {
+                let tangent = (kernels.gs_st_tangent)
+                    .then(|| generator.gs_st_tangent(&pattern, clif.as_mut()))
+                    .transpose()?;
+                // GS-ST carries no time tangent: models whose propensities read time run the
+                // estimator's Rust loop, which refuses them.
+                let events = (kernels.gs_st_events && pattern.dtime.is_empty())
+                    .then(|| generator.gs_st_events(&pattern, *id, clif.as_mut()))
+                    .transpose()?;
+                (tangent, events)
+            }
+            _ => (None, None),
         };
+        let partials = partials.map(|(id, _)| id);
         module.finalize_definitions().map_err(jit_err)?;
         // SAFETY (all transmutes below): the signatures are the ones the functions were generated
         // with.
@@ -330,6 +432,9 @@ impl CompiledModel {
         });
         let gs_st_tangent = gs_st_tangent.map(|id| unsafe {
             std::mem::transmute::<*const u8, GsStTangentFn>(module.get_finalized_function(id))
+        });
+        let gs_st_events = gs_st_events.map(|id| unsafe {
+            std::mem::transmute::<*const u8, GsStEventsFn>(module.get_finalized_function(id))
         });
         let (propensities, fire, step) = match simulation {
             Some((propensities, fire, step)) => unsafe {
@@ -362,6 +467,7 @@ impl CompiledModel {
             observables,
             partials,
             gs_st_tangent,
+            gs_st_events,
             pattern,
             model: model.clone(),
             clif,
@@ -559,6 +665,28 @@ impl CompiledModel {
         }
     }
 
+    /// Whether [`CompiledModel::gs_st_events_unchecked`] is available: with the GS-ST tangent
+    /// kernel, for models whose propensities do not read time.
+    pub(crate) fn has_gs_st_events(&self) -> bool {
+        self.gs_st_events.is_some()
+    }
+
+    /// Runs GS-ST events at temperature 1 (the estimator's Rust loop, event for event and bit
+    /// for bit) from `frame`'s state and clock until one of the reasons of [`GsStStop`]; the
+    /// frame's clock is then up to date.
+    ///
+    /// # Safety
+    /// Every pointer of `frame` is valid for the lengths the model implies (as for
+    /// [`CompiledModel::partials`] and [`CompiledModel::gs_st_tangent`]; `draws` holds
+    /// `n_draws * (1 + n_reactions)` values), `a`, `dadp` and `dadx` hold the partials at `x`
+    /// with `a0` their sum, and [`CompiledModel::has_gs_st_events`].
+    pub(crate) unsafe fn gs_st_events_unchecked(&self, frame: &mut GsStFrame) -> GsStStop {
+        let kernel = self
+            .gs_st_events
+            .expect("no GS-ST event kernel: check has_gs_st_events");
+        GsStStop::from_code(unsafe { kernel(frame) })
+    }
+
     /// Evaluates every observable into `out`.
     pub fn observables(&self, x: &[i64], p: &[f64], t: f64, out: &mut [f64]) {
         assert!(x.len() >= self.n_species() && p.len() >= self.model.params.len());
@@ -600,6 +728,181 @@ fn gs_st_tangent_size(model: &ir::Model, pattern: &PartialsPattern) -> usize {
         + 3 * changes * np
 }
 
+/// Where a non-zero partial derivative goes: `dadp`, `dadx` or `dadt`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PartialOutput {
+    Param,
+    Species,
+    Time,
+}
+
+/// Every structurally non-zero partial derivative of the propensities: (output array, byte
+/// offset in it, reaction, variable index, expression), by reaction.
+fn partial_outputs(model: &ir::Model) -> Vec<(PartialOutput, i32, usize, usize, Expr)> {
+    let (np, ns) = (model.params.len(), model.species.len());
+    let mut outputs = Vec::new();
+    for (k, r) in model.reactions.iter().enumerate() {
+        for q in 0..np {
+            let d = ir::derive(&r.propensity, ir::Var::Param(q));
+            if !ir::is_zero(&d) {
+                outputs.push((PartialOutput::Param, (8 * (k * np + q)) as i32, k, q, d));
+            }
+        }
+        for i in 0..ns {
+            let d = ir::derive(&r.propensity, ir::Var::Species(i));
+            if !ir::is_zero(&d) {
+                outputs.push((PartialOutput::Species, (8 * (k * ns + i)) as i32, k, i, d));
+            }
+        }
+        let d = ir::derive(&r.propensity, ir::Var::Time);
+        if !ir::is_zero(&d) {
+            outputs.push((PartialOutput::Time, (8 * k) as i32, k, 0, d));
+        }
+    }
+    outputs
+}
+
+fn partials_pattern(
+    model: &ir::Model,
+    outputs: &[(PartialOutput, i32, usize, usize, Expr)],
+) -> PartialsPattern {
+    let pairs = |kind| {
+        (outputs.iter())
+            .filter(|o| o.0 == kind)
+            .map(|o| (o.2, o.3))
+            .collect::<Vec<_>>()
+    };
+    let dtime = pairs(PartialOutput::Time)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    PartialsPattern::new(
+        model.reactions.len(),
+        pairs(PartialOutput::Param),
+        pairs(PartialOutput::Species),
+        dtime,
+    )
+}
+
+/// GS-ST's state-tangent update (see [`CompiledModel::gs_st_tangent`]) from `dadp`, `dadx`,
+/// `coef` and `r` in memory, on `dx` in memory. Structural zeros are left out, and every operation
+/// happens in the order of the estimator's generic loops, so the two agree to the bit.
+fn emit_gs_st_tangent(
+    b: &mut FunctionBuilder,
+    model: &ir::Model,
+    pattern: &PartialsPattern,
+    [dadp, dadx, coef, r]: [Value; 4],
+    scale: Value,
+    dx: Value,
+) {
+    let (nr, ns, np) = (
+        model.reactions.len(),
+        model.species.len(),
+        model.params.len(),
+    );
+    let flags = MemFlagsData::trusted();
+    let load = |b: &mut FunctionBuilder, base: Value, index: usize| {
+        b.ins().load(types::F64, flags, base, (8 * index) as i32)
+    };
+    // changes[i]: the reactions changing species i, in order, with S_ij.
+    let mut changes: Vec<Vec<(usize, i64)>> = vec![Vec::new(); ns];
+    // spread[i] = Σ_j S_ij (scale r_j), one scalar per species.
+    let mut spread: Vec<Option<Value>> = vec![None; ns];
+    for (j, reaction) in model.reactions.iter().enumerate() {
+        if reaction.net.is_empty() {
+            continue;
+        }
+        let rj = load(b, r, j);
+        let yj = b.ins().fmul(rj, scale);
+        for &(i, d) in &reaction.net {
+            changes[i].push((j, d));
+            spread[i] = Some(match spread[i] {
+                Some(s) => stoichiometric_step(b, s, d, yj),
+                None => match d {
+                    1 => yj,
+                    -1 => b.ins().fneg(yj),
+                    _ => {
+                        let d = b.ins().f64const(d as f64);
+                        b.ins().fmul(d, yj)
+                    }
+                },
+            });
+        }
+    }
+    // scale coef_j, once per reaction, shared by the parameter pairs.
+    let mut scaled_coef: Vec<Option<Value>> = vec![None; nr];
+    // Two parameters at a time in SSE2 vectors (the columns are independent), so that
+    // few values are live at once: compiling is quick, nothing spills. Where one lane is a
+    // structural zero it computes with the zero stored there, as the generic loops do.
+    let lanes = MemFlagsData::new().with_notrap();
+    for q0 in (0..np).step_by(2) {
+        let width = (np - q0).min(2);
+        let ty = if width == 2 { types::F64X2 } else { types::F64 };
+        let wide = |b: &mut FunctionBuilder, v: Value| {
+            if width == 2 { b.ins().splat(ty, v) } else { v }
+        };
+        let mut old: HashMap<usize, Value> = HashMap::new();
+        let mut old_dx = |b: &mut FunctionBuilder, i: usize| {
+            *old.entry(i)
+                .or_insert_with(|| b.ins().load(ty, lanes, dx, (8 * (i * np + q0)) as i32))
+        };
+        // v[j] = scale coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i), None where structurally
+        // zero; w = Σ_j v[j].
+        let mut v: Vec<Option<Value>> = vec![None; nr];
+        let mut w: Option<Value> = None;
+        for j in 0..nr {
+            let direct = (pattern.dparam_of(j).iter()).any(|&(_, q)| q >= q0 && q < q0 + width);
+            let mut vj = direct.then(|| b.ins().load(ty, lanes, dadp, (8 * (j * np + q0)) as i32));
+            for &(_, i) in pattern.dspecies_of(j) {
+                let g = load(b, dadx, j * ns + i);
+                let g = wide(b, g);
+                let o = old_dx(b, i);
+                let term = b.ins().fmul(g, o);
+                vj = Some(match vj {
+                    Some(v) => b.ins().fadd(v, term),
+                    None => term,
+                });
+            }
+            let Some(vj) = vj else { continue };
+            let cj = *scaled_coef[j].get_or_insert_with(|| {
+                let cj = load(b, coef, j);
+                b.ins().fmul(cj, scale)
+            });
+            let cj = wide(b, cj);
+            let vj = b.ins().fmul(vj, cj);
+            v[j] = Some(vj);
+            w = Some(match w {
+                Some(sum) => b.ins().fadd(sum, vj),
+                None => vj,
+            });
+        }
+        // dx_i += Σ_j S_ij v[j] (reactions in order), then -= spread_i w.
+        for i in 0..ns {
+            let mut acc = None;
+            for &(j, d) in &changes[i] {
+                let Some(vj) = v[j] else { continue };
+                let current = match acc {
+                    Some(v) => v,
+                    None => old_dx(b, i),
+                };
+                acc = Some(stoichiometric_step(b, current, d, vj));
+            }
+            if let (Some(si), Some(w)) = (spread[i], w) {
+                let si = wide(b, si);
+                let sw = b.ins().fmul(si, w);
+                let current = match acc {
+                    Some(v) => v,
+                    None => old_dx(b, i),
+                };
+                acc = Some(b.ins().fsub(current, sw));
+            }
+            if let Some(v) = acc {
+                b.ins().store(lanes, v, dx, (8 * (i * np + q0)) as i32);
+            }
+        }
+    }
+}
+
 struct Generator<'m> {
     module: &'m mut JITModule,
     model: &'m ir::Model,
@@ -619,6 +922,8 @@ struct Emitter<'a, 'b> {
     exp: FuncRef,
     log: FuncRef,
     pow: FuncRef,
+    /// Other kernels this one calls, as declared in it (see `Generator::define_calling`).
+    callees: Vec<FuncRef>,
     /// Species values (as f64) and parameters already loaded in the current block.
     species: HashMap<usize, Value>,
     params: HashMap<usize, Value>,
@@ -687,6 +992,19 @@ impl<'m> Generator<'m> {
         clif: Option<&mut String>,
         body: impl FnOnce(&mut Emitter<'_, '_>, &[Value], &ir::Model),
     ) -> Result<FuncId, JitError> {
+        self.define_calling(name, sig, clif, &[], body)
+    }
+
+    /// [`Generator::define`] for a kernel that calls `callees` (already declared kernels), as
+    /// `Emitter::callees` in that order.
+    fn define_calling(
+        &mut self,
+        name: &str,
+        sig: Signature,
+        clif: Option<&mut String>,
+        callees: &[FuncId],
+        body: impl FnOnce(&mut Emitter<'_, '_>, &[Value], &ir::Model),
+    ) -> Result<FuncId, JitError> {
         let id = self
             .module
             .declare_function(name, Linkage::Local, &sig)
@@ -697,14 +1015,19 @@ impl<'m> Generator<'m> {
             let exp = self.module.declare_func_in_func(self.exp, b.func);
             let log = self.module.declare_func_in_func(self.log, b.func);
             let pow = self.module.declare_func_in_func(self.pow, b.func);
+            let callees = (callees.iter())
+                .map(|&id| self.module.declare_func_in_func(id, b.func))
+                .collect();
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let params = b.block_params(entry).to_vec();
             // The reaction index, when there is one, comes first (an i64); then x, p, t. (The
             // GS-ST tangent kernel has other parameters and emits no expressions: it ignores these.)
+            // Kernels without (x, p, t) parameters set the emitter's fields themselves.
             let o = usize::from(name == "fire");
-            let (x, p, t) = (params[o], params[o + 1], params[o + 2]);
+            let at = |k: usize| params.get(o + k).copied().unwrap_or(params[0]);
+            let (x, p, t) = (at(0), at(1), at(2));
             let mut e = Emitter {
                 b,
                 x,
@@ -713,6 +1036,7 @@ impl<'m> Generator<'m> {
                 exp,
                 log,
                 pow,
+                callees,
                 species: HashMap::new(),
                 params: HashMap::new(),
                 _m: std::marker::PhantomData,
@@ -741,51 +1065,219 @@ impl<'m> Generator<'m> {
 
     fn partials(
         &mut self,
+        outputs: &[(PartialOutput, i32, usize, usize, Expr)],
         clif: Option<&mut String>,
-    ) -> Result<(FuncId, PartialsPattern), JitError> {
+    ) -> Result<FuncId, JitError> {
         let mut sig = self.signature(false, true);
         for _ in 0..3 {
             sig.params.push(AbiParam::new(ptr_ty()));
         }
-        let model = self.model;
-        let (np, ns) = (model.params.len(), model.species.len());
-        let (mut dparam, mut dspecies, mut dtime) = (vec![], vec![], vec![]);
-        // (output array, byte offset, expression) for every non-zero partial.
-        let mut outputs: Vec<(usize, i32, Expr)> = Vec::new();
-        for (k, r) in model.reactions.iter().enumerate() {
-            for q in 0..np {
-                let d = ir::derive(&r.propensity, ir::Var::Param(q));
-                if !ir::is_zero(&d) {
-                    dparam.push((k, q));
-                    outputs.push((4, (8 * (k * np + q)) as i32, d));
-                }
-            }
-            for i in 0..ns {
-                let d = ir::derive(&r.propensity, ir::Var::Species(i));
-                if !ir::is_zero(&d) {
-                    dspecies.push((k, i));
-                    outputs.push((5, (8 * (k * ns + i)) as i32, d));
-                }
-            }
-            let d = ir::derive(&r.propensity, ir::Var::Time);
-            if !ir::is_zero(&d) {
-                dtime.push(k);
-                outputs.push((6, (8 * k) as i32, d));
-            }
-        }
-        let id = self.define("partials", sig, clif, |e, params, model| {
-            let sum = e.all_propensities(model, params[3]);
-            for (array, offset, d) in &outputs {
-                let v = e.expr(d);
-                e.b.ins()
-                    .store(MemFlagsData::trusted(), v, params[*array], *offset);
-            }
+        self.define("partials", sig, clif, |e, params, model| {
+            let outputs_to = [params[4], params[5], params[6]];
+            let sum = e.all_partials(model, outputs, params[3], outputs_to);
             e.b.ins().return_(&[sum]);
-        })?;
-        Ok((
-            id,
-            PartialsPattern::new(model.reactions.len(), dparam, dspecies, dtime),
-        ))
+        })
+    }
+
+    /// `gs_st_events(frame) -> stop`: GS-ST's event loop at temperature 1, see
+    /// [`CompiledModel::gs_st_events_unchecked`]. Each event performs the operations of the
+    /// estimator's Rust loop in its order (the waiting time, the clock's checks, the Gumbel choice
+    /// as argmax a_j/E_j, the firing, the state-tangent update, the partials at the new state), so
+    /// the two agree to the bit.
+    fn gs_st_events(
+        &mut self,
+        pattern: &PartialsPattern,
+        partials: FuncId,
+        clif: Option<&mut String>,
+    ) -> Result<FuncId, JitError> {
+        use std::mem::offset_of;
+        let mut sig = Signature::new(CallConv::triple_default(self.module.isa().triple()));
+        sig.params.push(AbiParam::new(ptr_ty()));
+        sig.returns.push(AbiParam::new(types::I64));
+        let callees = [partials];
+        self.define_calling("gs_st_events", sig, clif, &callees, |e, params, model| {
+            let nr = model.reactions.len();
+            let frame = params[0];
+            let flags = MemFlagsData::trusted();
+            // Everything is read from the frame where it is used and the clock is kept there:
+            // with only the frame's address live across the kernel calls, the register
+            // allocator's work (most of this kernel's compile time) stays small; the loads hit
+            // the L1 cache, off the event's critical path.
+            let load = |e: &mut Emitter, ty, offset: usize| {
+                e.b.ins().load(ty, flags, frame, offset as i32)
+            };
+            let store = |e: &mut Emitter, v: Value, offset: usize| {
+                e.b.ins().store(flags, v, frame, offset as i32);
+            };
+            let header = e.b.create_block();
+            let exit = e.b.create_block();
+            let stop = e.b.append_block_param(exit, types::I64);
+            e.b.ins().jump(header, &[]);
+
+            // Leaves through `exit` with `code` if `leave` holds.
+            let exit_if = |e: &mut Emitter, leave: Value, code: GsStStop| {
+                let code = e.b.ins().iconst(types::I64, code as i64);
+                let go_on = e.b.create_block();
+                e.b.ins()
+                    .brif(leave, exit, &[BlockArg::Value(code)], go_on, &[]);
+                e.b.switch_to_block(go_on);
+            };
+
+            e.b.switch_to_block(header);
+            let k = load(e, types::I64, offset_of!(GsStFrame, next_draw));
+            let n_draws = load(e, types::I64, offset_of!(GsStFrame, n_draws));
+            let drawn =
+                e.b.ins()
+                    .icmp(IntCC::UnsignedGreaterThanOrEqual, k, n_draws);
+            exit_if(e, drawn, GsStStop::NeedDraws);
+            let draws = load(e, ptr_ty(), offset_of!(GsStFrame, draws));
+            let offset = e.b.ins().imul_imm_s(k, (8 * (nr + 1)) as i64);
+            let d = e.b.ins().iadd(draws, offset);
+            let e0 = e.b.ins().load(types::F64, flags, d, 0);
+            let a0 = load(e, types::F64, offset_of!(GsStFrame, a0));
+            let tau = e.b.ins().fdiv(e0, a0);
+            let t = load(e, types::F64, offset_of!(GsStFrame, t));
+            let t_next = e.b.ins().fadd(t, tau);
+            store(e, t_next, offset_of!(GsStFrame, t_next));
+            let t_obs = load(e, types::F64, offset_of!(GsStFrame, t_obs));
+            let crossed = e.b.ins().fcmp(FloatCC::LessThan, t_obs, t_next);
+            exit_if(e, crossed, GsStStop::Observation);
+            let t_end = load(e, types::F64, offset_of!(GsStFrame, t_end));
+            let beyond = e.b.ins().fcmp(FloatCC::GreaterThan, t_next, t_end);
+            exit_if(e, beyond, GsStStop::Horizon);
+            let events = load(e, types::I64, offset_of!(GsStFrame, events));
+            let max_events = load(e, types::I64, offset_of!(GsStFrame, max_events));
+            let too_many =
+                e.b.ins()
+                    .icmp(IntCC::UnsignedGreaterThanOrEqual, events, max_events);
+            exit_if(e, too_many, GsStStop::TooManyEvents);
+            let events = e.b.ins().iadd_imm_s(events, 1);
+            store(e, events, offset_of!(GsStFrame, events));
+            store(e, t_next, offset_of!(GsStFrame, t));
+            let k = e.b.ins().iadd_imm_s(k, 1);
+            store(e, k, offset_of!(GsStFrame, next_draw));
+            let a = load(e, ptr_ty(), offset_of!(GsStFrame, a));
+            let coef = load(e, ptr_ty(), offset_of!(GsStFrame, coef));
+            let r = load(e, ptr_ty(), offset_of!(GsStFrame, r));
+
+            // The Gumbel choice, argmax a_j/E_j, with r_j = a_j/E_j and coef_j = 1/E_j (0 where
+            // a_j = 0), as the Rust loop computes them. Branch-free: the winner is unpredictable,
+            // and Cranelift lowers a select of floats to a branch. Every a_j >= 0 (checked after
+            // the last event) and E_j > 0, so r_j is +0, -0 or positive: with the sign bit
+            // cleared (-0 as +0, equal to it as a float), r_j's bit pattern compares as an integer
+            // as r_j does as a float, and -1, below every such pattern, starts the running
+            // maximum as -1.0 does in the Rust loop.
+            let one = e.b.ins().f64const(1.0);
+            let zero = e.b.ins().f64const(0.0);
+            let mut best = e.b.ins().iconst(types::I64, 0);
+            let mut best_bits = e.b.ins().iconst(types::I64, -1);
+            let mut total = zero;
+            for j in 0..nr {
+                let ej = e.b.ins().load(types::F64, flags, d, (8 * (j + 1)) as i32);
+                let inv = e.b.ins().fdiv(one, ej);
+                let aj = e.b.ins().load(types::F64, flags, a, (8 * j) as i32);
+                let rj = e.b.ins().fmul(aj, inv);
+                let can_fire = e.b.ins().fcmp(FloatCC::GreaterThan, aj, zero);
+                let can_fire = e.b.ins().uextend(types::I64, can_fire);
+                let mask = e.b.ins().ineg(can_fire);
+                let inv_bits = e.b.ins().bitcast(types::I64, MemFlagsData::new(), inv);
+                let cj = e.b.ins().band(inv_bits, mask);
+                e.b.ins().store(flags, cj, coef, (8 * j) as i32);
+                e.b.ins().store(flags, rj, r, (8 * j) as i32);
+                total = e.b.ins().fadd(total, rj);
+                let bits = e.b.ins().bitcast(types::I64, MemFlagsData::new(), rj);
+                let bits = e.b.ins().band_imm_s(bits, i64::MAX);
+                let better = e.b.ins().icmp(IntCC::SignedGreaterThan, bits, best_bits);
+                let index = e.b.ins().iconst(types::I64, j as i64);
+                best = e.b.ins().select(better, index, best);
+                best_bits = e.b.ins().select(better, bits, best_bits);
+            }
+            let scale = e.b.ins().fdiv(one, total);
+
+            // Fire the chosen reaction: with few species by adding its dense column of net
+            // changes (no branch on the choice, which is unpredictable), otherwise through one
+            // indirect jump.
+            let join = e.b.create_block();
+            let x = load(e, ptr_ty(), offset_of!(GsStFrame, x));
+            if model.species.len() <= DENSE_NET_MAX_SPECIES {
+                let ns = model.species.len();
+                let net = load(e, ptr_ty(), offset_of!(GsStFrame, net));
+                let offset = e.b.ins().imul_imm_s(best, (8 * ns) as i64);
+                let column = e.b.ins().iadd(net, offset);
+                for i in 0..ns {
+                    let change = e.b.ins().load(types::I64, flags, column, (8 * i) as i32);
+                    let old = e.b.ins().load(types::I64, flags, x, (8 * i) as i32);
+                    let new = e.b.ins().iadd(old, change);
+                    e.b.ins().store(flags, new, x, (8 * i) as i32);
+                }
+                e.b.ins().jump(join, &[]);
+            } else {
+                let cases: Vec<_> = (0..nr).map(|_| e.b.create_block()).collect();
+                let pool = &mut e.b.func.dfg.value_lists;
+                let table: Vec<_> = (cases.iter())
+                    .map(|&c| {
+                        cranelift_codegen::ir::BlockCall::new(
+                            c,
+                            std::iter::empty::<BlockArg>(),
+                            pool,
+                        )
+                    })
+                    .collect();
+                let default = cranelift_codegen::ir::BlockCall::new(
+                    join,
+                    std::iter::empty::<BlockArg>(),
+                    pool,
+                );
+                let jt = e.b.create_jump_table(JumpTableData::new(default, &table));
+                let best32 = e.b.ins().ireduce(types::I32, best);
+                e.b.ins().br_table(best32, jt);
+                for (j, &case) in cases.iter().enumerate() {
+                    e.b.switch_to_block(case);
+                    for &(i, change) in &model.reactions[j].net {
+                        let old = e.b.ins().load(types::I64, flags, x, (8 * i) as i32);
+                        let new = e.b.ins().iadd_imm_s(old, change);
+                        e.b.ins().store(flags, new, x, (8 * i) as i32);
+                    }
+                    e.b.ins().jump(join, &[]);
+                }
+            }
+
+            e.b.switch_to_block(join);
+            // The tangent update, then the partials at the new state and time through a call
+            // to the partials kernel (inline, its compile time would be paid twice).
+            let partials = e.callees[0];
+            let dadp = load(e, ptr_ty(), offset_of!(GsStFrame, dadp));
+            let dadx = load(e, ptr_ty(), offset_of!(GsStFrame, dadx));
+            let dx = load(e, ptr_ty(), offset_of!(GsStFrame, dx));
+            emit_gs_st_tangent(&mut e.b, model, pattern, [dadp, dadx, coef, r], scale, dx);
+            let (x, p) = (
+                load(e, ptr_ty(), offset_of!(GsStFrame, x)),
+                load(e, ptr_ty(), offset_of!(GsStFrame, p)),
+            );
+            let (a, dadp, dadx) = (
+                load(e, ptr_ty(), offset_of!(GsStFrame, a)),
+                load(e, ptr_ty(), offset_of!(GsStFrame, dadp)),
+                load(e, ptr_ty(), offset_of!(GsStFrame, dadx)),
+            );
+            let t_next = load(e, types::F64, offset_of!(GsStFrame, t));
+            // GS-ST has no time derivatives: `dadt` (here `a`) is never written.
+            let sum = e.call(partials, &[x, p, t_next, a, dadp, dadx, a]);
+            let zero = e.b.ins().f64const(0.0);
+            let mut invalid = e.b.ins().iconst(types::I8, 0);
+            for j in 0..nr {
+                let aj = e.b.ins().load(types::F64, flags, a, (8 * j) as i32);
+                let bad = e.b.ins().fcmp(FloatCC::UnorderedOrLessThan, aj, zero);
+                invalid = e.b.ins().bor(invalid, bad);
+            }
+            exit_if(e, invalid, GsStStop::InvalidPropensity);
+            store(e, sum, offset_of!(GsStFrame, a0));
+            let absorbed = e.b.ins().fcmp(FloatCC::LessThanOrEqual, sum, zero);
+            exit_if(e, absorbed, GsStStop::Absorbed);
+            e.b.ins().jump(header, &[]);
+
+            e.b.switch_to_block(exit);
+            e.b.ins().return_(&[stop]);
+        })
     }
 
     /// `gs_st_tangent(dadp, dadx, coef, r, scale, dx)`: see [`CompiledModel::gs_st_tangent`].
@@ -802,121 +1294,10 @@ impl<'m> Generator<'m> {
         }
         sig.params.push(AbiParam::new(types::F64)); // scale
         sig.params.push(AbiParam::new(ptr_ty())); // dx
-        let model = self.model;
-        let (nr, ns, np) = (
-            model.reactions.len(),
-            model.species.len(),
-            model.params.len(),
-        );
-        self.define("gs_st_tangent", sig, clif, |e, params, _| {
-            let (dadp, dadx, coef, r, scale, dx) = (
-                params[0], params[1], params[2], params[3], params[4], params[5],
-            );
-            let flags = MemFlagsData::trusted();
-            let b = &mut e.b;
-            let load = |b: &mut FunctionBuilder, base: Value, index: usize| {
-                b.ins().load(types::F64, flags, base, (8 * index) as i32)
-            };
-            // changes[i]: the reactions changing species i, in order, with S_ij.
-            let mut changes: Vec<Vec<(usize, i64)>> = vec![Vec::new(); ns];
-            // spread[i] = Σ_j S_ij (scale r_j), one scalar per species.
-            let mut spread: Vec<Option<Value>> = vec![None; ns];
-            for (j, reaction) in model.reactions.iter().enumerate() {
-                if reaction.net.is_empty() {
-                    continue;
-                }
-                let rj = load(b, r, j);
-                let yj = b.ins().fmul(rj, scale);
-                for &(i, d) in &reaction.net {
-                    changes[i].push((j, d));
-                    spread[i] = Some(match spread[i] {
-                        Some(s) => stoichiometric_step(b, s, d, yj),
-                        None => match d {
-                            1 => yj,
-                            -1 => b.ins().fneg(yj),
-                            _ => {
-                                let d = b.ins().f64const(d as f64);
-                                b.ins().fmul(d, yj)
-                            }
-                        },
-                    });
-                }
-            }
-            // scale coef_j, once per reaction, shared by the parameter pairs.
-            let mut scaled_coef: Vec<Option<Value>> = vec![None; nr];
-            // Two parameters at a time in SSE2 vectors (the columns are independent), so that
-            // few values are live at once: compiling is quick, nothing spills. Where one lane is a
-            // structural zero it computes with the zero stored there, as the generic loops do.
-            let lanes = MemFlagsData::new().with_notrap();
-            for q0 in (0..np).step_by(2) {
-                let width = (np - q0).min(2);
-                let ty = if width == 2 { types::F64X2 } else { types::F64 };
-                let wide = |b: &mut FunctionBuilder, v: Value| {
-                    if width == 2 { b.ins().splat(ty, v) } else { v }
-                };
-                let mut old: HashMap<usize, Value> = HashMap::new();
-                let mut old_dx = |b: &mut FunctionBuilder, i: usize| {
-                    *old.entry(i)
-                        .or_insert_with(|| b.ins().load(ty, lanes, dx, (8 * (i * np + q0)) as i32))
-                };
-                // v[j] = scale coef_j (∂a_j/∂θ + Σ_i ∂a_j/∂x_i dx_i), None where structurally
-                // zero; w = Σ_j v[j].
-                let mut v: Vec<Option<Value>> = vec![None; nr];
-                let mut w: Option<Value> = None;
-                for j in 0..nr {
-                    let direct =
-                        (pattern.dparam_of(j).iter()).any(|&(_, q)| q >= q0 && q < q0 + width);
-                    let mut vj =
-                        direct.then(|| b.ins().load(ty, lanes, dadp, (8 * (j * np + q0)) as i32));
-                    for &(_, i) in pattern.dspecies_of(j) {
-                        let g = load(b, dadx, j * ns + i);
-                        let g = wide(b, g);
-                        let o = old_dx(b, i);
-                        let term = b.ins().fmul(g, o);
-                        vj = Some(match vj {
-                            Some(v) => b.ins().fadd(v, term),
-                            None => term,
-                        });
-                    }
-                    let Some(vj) = vj else { continue };
-                    let cj = *scaled_coef[j].get_or_insert_with(|| {
-                        let cj = load(b, coef, j);
-                        b.ins().fmul(cj, scale)
-                    });
-                    let cj = wide(b, cj);
-                    let vj = b.ins().fmul(vj, cj);
-                    v[j] = Some(vj);
-                    w = Some(match w {
-                        Some(sum) => b.ins().fadd(sum, vj),
-                        None => vj,
-                    });
-                }
-                // dx_i += Σ_j S_ij v[j] (reactions in order), then -= spread_i w.
-                for i in 0..ns {
-                    let mut acc = None;
-                    for &(j, d) in &changes[i] {
-                        let Some(vj) = v[j] else { continue };
-                        let current = match acc {
-                            Some(v) => v,
-                            None => old_dx(b, i),
-                        };
-                        acc = Some(stoichiometric_step(b, current, d, vj));
-                    }
-                    if let (Some(si), Some(w)) = (spread[i], w) {
-                        let si = wide(b, si);
-                        let sw = b.ins().fmul(si, w);
-                        let current = match acc {
-                            Some(v) => v,
-                            None => old_dx(b, i),
-                        };
-                        acc = Some(b.ins().fsub(current, sw));
-                    }
-                    if let Some(v) = acc {
-                        b.ins().store(lanes, v, dx, (8 * (i * np + q0)) as i32);
-                    }
-                }
-            }
-            b.ins().return_(&[]);
+        self.define("gs_st_tangent", sig, clif, |e, params, model| {
+            let inputs = [params[0], params[1], params[2], params[3]];
+            emit_gs_st_tangent(&mut e.b, model, pattern, inputs, params[4], params[5]);
+            e.b.ins().return_(&[]);
         })
     }
 
@@ -1017,6 +1398,30 @@ impl Emitter<'_, '_> {
                 .ins()
                 .store(MemFlagsData::trusted(), v, a, (8 * j) as i32);
             sum = self.b.ins().fadd(sum, v);
+        }
+        sum
+    }
+
+    /// Emits every propensity into `a` and every partial derivative of `outputs` into its array
+    /// (`dadp`, `dadx`, `dadt`); returns the sum of the propensities.
+    fn all_partials(
+        &mut self,
+        model: &ir::Model,
+        outputs: &[(PartialOutput, i32, usize, usize, Expr)],
+        a: Value,
+        [dadp, dadx, dadt]: [Value; 3],
+    ) -> Value {
+        let sum = self.all_propensities(model, a);
+        for (array, offset, _, _, d) in outputs {
+            let v = self.expr(d);
+            let base = match array {
+                PartialOutput::Param => dadp,
+                PartialOutput::Species => dadx,
+                PartialOutput::Time => dadt,
+            };
+            self.b
+                .ins()
+                .store(MemFlagsData::trusted(), v, base, *offset);
         }
         sum
     }
