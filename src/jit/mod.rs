@@ -1099,16 +1099,27 @@ impl<'m> Generator<'m> {
             let nr = model.reactions.len();
             let frame = params[0];
             let flags = MemFlagsData::trusted();
-            // Everything is read from the frame where it is used and the clock is kept there:
-            // with only the frame's address live across the kernel calls, the register
-            // allocator's work (most of this kernel's compile time) stays small; the loads hit
-            // the L1 cache, off the event's critical path.
+            // Addresses and limits are read from the frame where they are used: with few values
+            // live across the call to the partials kernel, the register allocator's work (most
+            // of this kernel's compile time) stays small, and the loads hit the L1 cache off the
+            // event's critical path. The clock is carried in variables and written back on
+            // exit: kept in the frame, its per-event stores and reloads made a process run
+            // either at full speed or 2.2 times slower with two worker threads, depending on
+            // where the stacks and buffers happened to lie (measured, not explained further).
             let load = |e: &mut Emitter, ty, offset: usize| {
                 e.b.ins().load(ty, flags, frame, offset as i32)
             };
-            let store = |e: &mut Emitter, v: Value, offset: usize| {
-                e.b.ins().store(flags, v, frame, offset as i32);
+            let var = |e: &mut Emitter, ty, offset: usize| {
+                let v = e.b.declare_var(ty);
+                let init = load(e, ty, offset);
+                e.b.def_var(v, init);
+                v
             };
+            let t_var = var(e, types::F64, offset_of!(GsStFrame, t));
+            let t_next_var = var(e, types::F64, offset_of!(GsStFrame, t_next));
+            let a0_var = var(e, types::F64, offset_of!(GsStFrame, a0));
+            let events_var = var(e, types::I64, offset_of!(GsStFrame, events));
+            let next_var = var(e, types::I64, offset_of!(GsStFrame, next_draw));
             let header = e.b.create_block();
             let exit = e.b.create_block();
             let stop = e.b.append_block_param(exit, types::I64);
@@ -1124,7 +1135,7 @@ impl<'m> Generator<'m> {
             };
 
             e.b.switch_to_block(header);
-            let k = load(e, types::I64, offset_of!(GsStFrame, next_draw));
+            let k = e.b.use_var(next_var);
             let n_draws = load(e, types::I64, offset_of!(GsStFrame, n_draws));
             let drawn =
                 e.b.ins()
@@ -1134,28 +1145,28 @@ impl<'m> Generator<'m> {
             let offset = e.b.ins().imul_imm_s(k, (8 * (nr + 1)) as i64);
             let d = e.b.ins().iadd(draws, offset);
             let e0 = e.b.ins().load(types::F64, flags, d, 0);
-            let a0 = load(e, types::F64, offset_of!(GsStFrame, a0));
+            let a0 = e.b.use_var(a0_var);
             let tau = e.b.ins().fdiv(e0, a0);
-            let t = load(e, types::F64, offset_of!(GsStFrame, t));
+            let t = e.b.use_var(t_var);
             let t_next = e.b.ins().fadd(t, tau);
-            store(e, t_next, offset_of!(GsStFrame, t_next));
+            e.b.def_var(t_next_var, t_next);
             let t_obs = load(e, types::F64, offset_of!(GsStFrame, t_obs));
             let crossed = e.b.ins().fcmp(FloatCC::LessThan, t_obs, t_next);
             exit_if(e, crossed, GsStStop::Observation);
             let t_end = load(e, types::F64, offset_of!(GsStFrame, t_end));
             let beyond = e.b.ins().fcmp(FloatCC::GreaterThan, t_next, t_end);
             exit_if(e, beyond, GsStStop::Horizon);
-            let events = load(e, types::I64, offset_of!(GsStFrame, events));
+            let events = e.b.use_var(events_var);
             let max_events = load(e, types::I64, offset_of!(GsStFrame, max_events));
             let too_many =
                 e.b.ins()
                     .icmp(IntCC::UnsignedGreaterThanOrEqual, events, max_events);
             exit_if(e, too_many, GsStStop::TooManyEvents);
             let events = e.b.ins().iadd_imm_s(events, 1);
-            store(e, events, offset_of!(GsStFrame, events));
-            store(e, t_next, offset_of!(GsStFrame, t));
+            e.b.def_var(events_var, events);
+            e.b.def_var(t_var, t_next);
             let k = e.b.ins().iadd_imm_s(k, 1);
-            store(e, k, offset_of!(GsStFrame, next_draw));
+            e.b.def_var(next_var, k);
             let a = load(e, ptr_ty(), offset_of!(GsStFrame, a));
             let coef = load(e, ptr_ty(), offset_of!(GsStFrame, coef));
             let r = load(e, ptr_ty(), offset_of!(GsStFrame, r));
@@ -1259,7 +1270,7 @@ impl<'m> Generator<'m> {
                 load(e, ptr_ty(), offset_of!(GsStFrame, dadp)),
                 load(e, ptr_ty(), offset_of!(GsStFrame, dadx)),
             );
-            let t_next = load(e, types::F64, offset_of!(GsStFrame, t));
+            let t_next = e.b.use_var(t_var);
             // GS-ST has no time derivatives: `dadt` (here `a`) is never written.
             let sum = e.call(partials, &[x, p, t_next, a, dadp, dadx, a]);
             let zero = e.b.ins().f64const(0.0);
@@ -1270,12 +1281,21 @@ impl<'m> Generator<'m> {
                 invalid = e.b.ins().bor(invalid, bad);
             }
             exit_if(e, invalid, GsStStop::InvalidPropensity);
-            store(e, sum, offset_of!(GsStFrame, a0));
+            e.b.def_var(a0_var, sum);
             let absorbed = e.b.ins().fcmp(FloatCC::LessThanOrEqual, sum, zero);
             exit_if(e, absorbed, GsStStop::Absorbed);
             e.b.ins().jump(header, &[]);
 
             e.b.switch_to_block(exit);
+            let store = |e: &mut Emitter, var, offset: usize| {
+                let v = e.b.use_var(var);
+                e.b.ins().store(flags, v, frame, offset as i32);
+            };
+            store(e, t_var, offset_of!(GsStFrame, t));
+            store(e, t_next_var, offset_of!(GsStFrame, t_next));
+            store(e, a0_var, offset_of!(GsStFrame, a0));
+            store(e, events_var, offset_of!(GsStFrame, events));
+            store(e, next_var, offset_of!(GsStFrame, next_draw));
             e.b.ins().return_(&[stop]);
         })
     }
