@@ -355,8 +355,13 @@ fn gs_st_trajectory_compiled(
             // `buf` holds the partials at `x` and `frame.a0` their sum.
             match unsafe { c.gs_st_events_unchecked(&mut frame) } {
                 GsStStop::NeedDraws => {
-                    for e in draws.iter_mut() {
-                        *e = Exp1.sample(&mut rng);
+                    // E_0, then 1/E_j, as the Rust loop computes them.
+                    for event in draws.chunks_exact_mut(nr + 1) {
+                        event[0] = Exp1.sample(&mut rng);
+                        for e in &mut event[1..] {
+                            let draw: f64 = Exp1.sample(&mut rng);
+                            *e = 1.0 / draw;
+                        }
                     }
                     (frame.next_draw, frame.n_draws) = (0, DRAWN_EVENTS as u64);
                 }

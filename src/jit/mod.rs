@@ -220,7 +220,9 @@ pub(crate) struct GsStFrame {
     /// With at most [`DENSE_NET_MAX_SPECIES`] species, the reactions' net changes as dense
     /// columns, `[reaction][species]` (otherwise unused).
     pub net: *const i64,
-    /// Exponential draws, `1 + n_reactions` per event: the waiting time's, then one per reaction.
+    /// Exponential draws, `1 + n_reactions` per event: the waiting time's E_0, then 1/E_j for
+    /// each reaction (inverted when drawn: the divisions then overlap the drawing rather than
+    /// the event's chain of dependent operations).
     pub draws: *const f64,
     /// The time of the last event.
     pub t: f64,
@@ -1171,7 +1173,7 @@ impl<'m> Generator<'m> {
             let coef = load(e, ptr_ty(), offset_of!(GsStFrame, coef));
             let r = load(e, ptr_ty(), offset_of!(GsStFrame, r));
 
-            // The Gumbel choice, argmax a_j/E_j, with r_j = a_j/E_j and coef_j = 1/E_j (0 where
+            // The Gumbel choice, argmax a_j/E_j, with r_j = a_j (1/E_j) and coef_j = 1/E_j (0 where
             // a_j = 0), as the Rust loop computes them. Branch-free: the winner is unpredictable,
             // and Cranelift lowers a select of floats to a branch. Every a_j >= 0 (checked after
             // the last event) and E_j > 0, so r_j is +0, -0 or positive: with the sign bit
@@ -1184,8 +1186,7 @@ impl<'m> Generator<'m> {
             let mut best_bits = e.b.ins().iconst(types::I64, -1);
             let mut total = zero;
             for j in 0..nr {
-                let ej = e.b.ins().load(types::F64, flags, d, (8 * (j + 1)) as i32);
-                let inv = e.b.ins().fdiv(one, ej);
+                let inv = e.b.ins().load(types::F64, flags, d, (8 * (j + 1)) as i32);
                 let aj = e.b.ins().load(types::F64, flags, a, (8 * j) as i32);
                 let rj = e.b.ins().fmul(aj, inv);
                 let can_fire = e.b.ins().fcmp(FloatCC::GreaterThan, aj, zero);
