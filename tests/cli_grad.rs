@@ -381,6 +381,16 @@ fn bad_options_are_input_errors() {
             vec!["-n", "at least 2"],
         ),
         (
+            "var with -n 2",
+            grad(&bd, "var(X)", "1", "2", &[]),
+            vec!["at least 3", "var or sd", "not 2"],
+        ),
+        (
+            "score with -n 2",
+            grad(&bd, "mean(X)", "1", "2", &["--estimator", "score"]),
+            vec!["at least 3", "score", "not 2"],
+        ),
+        (
             "unknown estimator",
             grad(&bd, "mean(X)", "1", "10", &["--estimator", "reinforce"]),
             vec!["reinforce", "gs-st, score, alt-path, fd"],

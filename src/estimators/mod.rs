@@ -271,13 +271,23 @@ pub fn estimate_gradient(
             options.t_end
         )));
     }
-    // The jackknife leaves groups out: var and sd then need at least two trajectories in every
-    // subset, so three in all.
-    let needed = if objective.uses_spread() { 3 } else { 2 };
+    // The jackknife leaves groups out, so every statistic is also taken over all trajectories
+    // but one: var and sd need two trajectories there, and so does the score's leave-one-out
+    // baseline (which averages over the others), so three in all.
+    let why_three = if objective.uses_spread() {
+        Some(" of var or sd")
+    } else if options.estimator == Estimator::Score {
+        Some(
+            " with the score estimator (its leave-one-out baseline needs two trajectories even with one left out)",
+        )
+    } else {
+        None
+    };
+    let needed = if why_three.is_some() { 3 } else { 2 };
     if options.trajectories < needed {
         return Err(GradError::Options(format!(
             "at least {needed} trajectories are needed to estimate standard errors{}, not {}",
-            if needed == 3 { " of var or sd" } else { "" },
+            why_three.unwrap_or(""),
             options.trajectories
         )));
     }
