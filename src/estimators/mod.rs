@@ -67,7 +67,10 @@ impl Estimator {
                 ..Kernels::PARTIALS
             },
             Estimator::Score => Kernels::PARTIALS,
-            Estimator::AltPath => Kernels::ALL,
+            Estimator::AltPath => Kernels {
+                simulation: true,
+                ..Kernels::PARTIALS
+            },
             Estimator::Fd { .. } => Kernels::SIMULATION,
         }
     }

@@ -341,6 +341,7 @@ fn gs_st_trajectory_compiled(
         max_events: o.max_events,
         next_draw: 0,
         n_draws: 0,
+        mode: 0,
     };
     if a0 > 0.0 {
         loop {
@@ -1309,10 +1310,14 @@ mod tests {
         for text in TANGENT_MODELS.iter().chain(&[negative, absorbing, &chain]) {
             let model = crate::Model::parse("m.rxn", text).unwrap();
             let c = CompiledModel::new(&model.ir).unwrap();
-            assert!(c.has_gs_st_events(), "{text}");
-            if *text == chain {
-                assert!(c.n_species() > DENSE_NET_MAX_SPECIES);
-            }
+            // As `rxnc grad` compiles for GS-ST: the event-loop kernel also computes the
+            // partials at the start of a trajectory.
+            let gs_st = Estimator::GsSt { temperature: 1.0 }.kernels();
+            let compiled = CompiledModel::with_kernels(&model.ir, gs_st).unwrap();
+            assert!(
+                c.has_gs_st_events() && compiled.has_gs_st_events(),
+                "{text}"
+            );
             let p: Vec<f64> = c.model.params.iter().map(|q| q.value).collect();
             let species = (0..c.n_species()).map(ir::Expr::Species).collect();
             let leaves = Leaves::from_exprs(species, &c.model);
@@ -1330,23 +1335,30 @@ mod tests {
                     let checks = Checks::AtRecords;
                     let rust =
                         gs_st_trajectory(&c, &p, &leaves, &times, &o, &layout, 1.0, n, checks);
-                    let compiled =
+                    let with_all =
                         gs_st_trajectory_compiled(&c, &p, &leaves, &times, &o, &layout, n);
-                    match (rust, compiled) {
-                        (Ok(rust), Ok(compiled)) => {
+                    let alone =
+                        gs_st_trajectory_compiled(&compiled, &p, &leaves, &times, &o, &layout, n);
+                    match (rust, with_all, alone) {
+                        (Ok(rust), Ok(with_all), Ok(alone)) => {
                             let bits =
                                 |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                            assert_eq!(bits(&rust.f), bits(&compiled.f), "{text}");
-                            assert_eq!(bits(&rust.extra), bits(&compiled.extra), "{text}");
-                            assert_eq!(rust.events, compiled.events, "{text}");
+                            for jit in [&with_all, &alone] {
+                                assert_eq!(bits(&rust.f), bits(&jit.f), "{text}");
+                                assert_eq!(bits(&rust.extra), bits(&jit.extra), "{text}");
+                                assert_eq!(rust.events, jit.events, "{text}");
+                            }
                             assert_eq!(rust.f.len(), times.len() * c.n_species());
                             events += rust.events;
                         }
-                        (Err(rust), Err(compiled)) => {
-                            assert_eq!(rust, compiled, "{text}");
+                        (Err(rust), Err(with_all), Err(alone)) => {
+                            assert_eq!(rust, with_all, "{text}");
+                            assert_eq!(rust, alone, "{text}");
                             errors += 1;
                         }
-                        (rust, compiled) => panic!("{text}: {rust:?} against {compiled:?}"),
+                        (rust, with_all, alone) => {
+                            panic!("{text}: {rust:?} against {with_all:?} and {alone:?}")
+                        }
                     }
                 }
             }

@@ -12,8 +12,9 @@
 //! - gradients: `partials`, the propensities with their non-zero derivatives with respect to the
 //!   parameters, the species and time; `gs_st_tangent`, GS-ST's state-tangent update for one
 //!   event, unrolled over the model's sparsity; and `gs_st_events`, GS-ST's whole event loop at
-//!   temperature 1 (waiting time, Gumbel choice, firing, the tangent update inline, then a call to
-//!   `partials`), fed with exponential draws by the estimator;
+//!   temperature 1 (waiting time, Gumbel choice, firing, the tangent update and the partials at
+//!   the new state, inline), fed with exponential draws by the estimator, which when only GS-ST
+//!   runs also stands in for `partials`;
 //! - `observables(x, p, t, out)`: every observable into `out` (not generated when there are none).
 //!
 //! `exp`, `log` and `pow` are imported `extern "C"` symbols; everything else is inline code.
@@ -131,10 +132,11 @@ pub struct Kernels {
     /// models small enough to unroll). An optimisation: without it GS-ST runs generic loops that
     /// compute the same bits.
     pub gs_st_tangent: bool,
-    /// `gs_st_events`, GS-ST's whole event loop at temperature 1 with the tangent update inline
-    /// (with `partials`, for models small enough to unroll and whose propensities do not read
-    /// time). An optimisation, like `gs_st_tangent`: without it GS-ST runs its Rust loop, which
-    /// computes the same bits.
+    /// `gs_st_events`, GS-ST's whole event loop at temperature 1 (with `partials`, for models
+    /// small enough to unroll and whose propensities do not read time). An optimisation, like
+    /// `gs_st_tangent`: without it GS-ST runs its Rust loop, which computes the same bits. Asked
+    /// for without `simulation` and `gs_st_tangent`, it also computes the partials (one kernel to
+    /// compile instead of two).
     pub gs_st_events: bool,
 }
 
@@ -240,6 +242,9 @@ pub(crate) struct GsStFrame {
     /// draws are available.
     pub next_draw: u64,
     pub n_draws: u64,
+    /// 0: run events; 1: only compute the partials at `x` and `t` into `a`, `dadp` and `dadx`
+    /// (their sum into `a0`), as [`CompiledModel::partials`] does.
+    pub mode: u64,
 }
 
 /// Why GS-ST's event-loop kernel returned.
@@ -399,33 +404,32 @@ impl CompiledModel {
         let observables = (!model.observables.is_empty() || keep_clif)
             .then(|| generator.observables(clif.as_mut()))
             .transpose()?;
-        let (partials, pattern) = if kernels.partials {
+        let (outputs, pattern) = if kernels.partials {
             let outputs = partial_outputs(model);
-            let id = generator.partials(&outputs, clif.as_mut())?;
             let pattern = partials_pattern(model, &outputs);
-            (Some((id, outputs)), pattern)
+            (outputs, pattern)
         } else {
-            (
-                None,
-                PartialsPattern::new(model.reactions.len(), vec![], vec![], vec![]),
-            )
+            let empty = PartialsPattern::new(model.reactions.len(), vec![], vec![], vec![]);
+            (vec![], empty)
         };
-        let small = gs_st_tangent_size(model, &pattern) <= MAX_TANGENT_KERNEL;
-        let (gs_st_tangent, gs_st_events) = match &partials {
-            Some((id, _)) if small => {
-                let tangent = (kernels.gs_st_tangent)
-                    .then(|| generator.gs_st_tangent(&pattern, clif.as_mut()))
-                    .transpose()?;
-                // GS-ST carries no time tangent: models whose propensities read time run the
-                // estimator's Rust loop, which refuses them.
-                let events = (kernels.gs_st_events && pattern.dtime.is_empty())
-                    .then(|| generator.gs_st_events(&pattern, *id, clif.as_mut()))
-                    .transpose()?;
-                (tangent, events)
-            }
-            _ => (None, None),
-        };
-        let partials = partials.map(|(id, _)| id);
+        let small = kernels.partials && gs_st_tangent_size(model, &pattern) <= MAX_TANGENT_KERNEL;
+        let gs_st_tangent = (small && kernels.gs_st_tangent)
+            .then(|| generator.gs_st_tangent(&pattern, clif.as_mut()))
+            .transpose()?;
+        // GS-ST carries no time tangent: models whose propensities read time run the
+        // estimator's Rust loop, which refuses them.
+        let gs_st_events = (small && kernels.gs_st_events && pattern.dtime.is_empty())
+            .then(|| generator.gs_st_events(&pattern, &outputs, clif.as_mut()))
+            .transpose()?;
+        // The event-loop kernel also computes the partials alone (its `mode` 1): when only GS-ST
+        // runs, that is one function to compile instead of two (a tenth of the start-up of a
+        // short run). Other estimators call the partials at every event and keep the direct
+        // kernel.
+        let partials_in_events =
+            gs_st_events.is_some() && !kernels.simulation && !kernels.gs_st_tangent;
+        let partials = (kernels.partials && !partials_in_events)
+            .then(|| generator.partials(&outputs, clif.as_mut()))
+            .transpose()?;
         module.finalize_definitions().map_err(jit_err)?;
         // SAFETY (all transmutes below): the signatures are the ones the functions were generated
         // with.
@@ -579,9 +583,39 @@ impl CompiledModel {
         );
         assert!(x.len() >= ns && p.len() >= np && a.len() >= nr);
         assert!(dadp.len() >= nr * np && dadx.len() >= nr * ns && dadt.len() >= nr);
-        let kernel = self.partials.expect(
-            "this CompiledModel was compiled without the partials kernel: use Kernels::PARTIALS",
-        );
+        let Some(kernel) = self.partials else {
+            let events = self.gs_st_events.expect(
+                "this CompiledModel was compiled without the partials kernel: use Kernels::PARTIALS",
+            );
+            // The event-loop kernel in its partials-only mode (GS-ST has no time derivatives:
+            // `dadt` is never written).
+            let mut frame = GsStFrame {
+                x: x.as_ptr().cast_mut(),
+                p: p.as_ptr(),
+                a: a.as_mut_ptr(),
+                dadp: dadp.as_mut_ptr(),
+                dadx: dadx.as_mut_ptr(),
+                coef: std::ptr::null_mut(),
+                r: std::ptr::null_mut(),
+                dx: std::ptr::null_mut(),
+                net: std::ptr::null(),
+                draws: std::ptr::null(),
+                t,
+                t_next: t,
+                a0: 0.0,
+                t_obs: 0.0,
+                t_end: 0.0,
+                events: 0,
+                max_events: 0,
+                next_draw: 0,
+                n_draws: 0,
+                mode: 1,
+            };
+            // SAFETY: lengths checked above; in mode 1 the kernel reads x and p and writes a,
+            // dadp, dadx and the frame only.
+            unsafe { events(&mut frame) };
+            return frame.a0;
+        };
         // SAFETY: lengths checked above; the kernel reads and writes inside these bounds only.
         unsafe {
             kernel(
@@ -924,8 +958,6 @@ struct Emitter<'a, 'b> {
     exp: FuncRef,
     log: FuncRef,
     pow: FuncRef,
-    /// Other kernels this one calls, as declared in it (see `Generator::define_calling`).
-    callees: Vec<FuncRef>,
     /// Species values (as f64) and parameters already loaded in the current block.
     species: HashMap<usize, Value>,
     params: HashMap<usize, Value>,
@@ -994,19 +1026,6 @@ impl<'m> Generator<'m> {
         clif: Option<&mut String>,
         body: impl FnOnce(&mut Emitter<'_, '_>, &[Value], &ir::Model),
     ) -> Result<FuncId, JitError> {
-        self.define_calling(name, sig, clif, &[], body)
-    }
-
-    /// [`Generator::define`] for a kernel that calls `callees` (already declared kernels), as
-    /// `Emitter::callees` in that order.
-    fn define_calling(
-        &mut self,
-        name: &str,
-        sig: Signature,
-        clif: Option<&mut String>,
-        callees: &[FuncId],
-        body: impl FnOnce(&mut Emitter<'_, '_>, &[Value], &ir::Model),
-    ) -> Result<FuncId, JitError> {
         let id = self
             .module
             .declare_function(name, Linkage::Local, &sig)
@@ -1017,9 +1036,6 @@ impl<'m> Generator<'m> {
             let exp = self.module.declare_func_in_func(self.exp, b.func);
             let log = self.module.declare_func_in_func(self.log, b.func);
             let pow = self.module.declare_func_in_func(self.pow, b.func);
-            let callees = (callees.iter())
-                .map(|&id| self.module.declare_func_in_func(id, b.func))
-                .collect();
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
@@ -1038,7 +1054,6 @@ impl<'m> Generator<'m> {
                 exp,
                 log,
                 pow,
-                callees,
                 species: HashMap::new(),
                 params: HashMap::new(),
                 _m: std::marker::PhantomData,
@@ -1089,15 +1104,14 @@ impl<'m> Generator<'m> {
     fn gs_st_events(
         &mut self,
         pattern: &PartialsPattern,
-        partials: FuncId,
+        outputs: &[(PartialOutput, i32, usize, usize, Expr)],
         clif: Option<&mut String>,
     ) -> Result<FuncId, JitError> {
         use std::mem::offset_of;
         let mut sig = Signature::new(CallConv::triple_default(self.module.isa().triple()));
         sig.params.push(AbiParam::new(ptr_ty()));
         sig.returns.push(AbiParam::new(types::I64));
-        let callees = [partials];
-        self.define_calling("gs_st_events", sig, clif, &callees, |e, params, model| {
+        self.define("gs_st_events", sig, clif, |e, params, model| {
             let nr = model.reactions.len();
             let frame = params[0];
             let flags = MemFlagsData::trusted();
@@ -1123,9 +1137,11 @@ impl<'m> Generator<'m> {
             let events_var = var(e, types::I64, offset_of!(GsStFrame, events));
             let next_var = var(e, types::I64, offset_of!(GsStFrame, next_draw));
             let header = e.b.create_block();
+            let at_state = e.b.create_block();
             let exit = e.b.create_block();
             let stop = e.b.append_block_param(exit, types::I64);
-            e.b.ins().jump(header, &[]);
+            let mode = load(e, types::I64, offset_of!(GsStFrame, mode));
+            e.b.ins().brif(mode, at_state, &[], header, &[]);
 
             // Leaves through `exit` with `code` if `leave` holds.
             let exit_if = |e: &mut Emitter, leave: Value, code: GsStStop| {
@@ -1255,25 +1271,28 @@ impl<'m> Generator<'m> {
             }
 
             e.b.switch_to_block(join);
-            // The tangent update, then the partials at the new state and time through a call
-            // to the partials kernel (inline, its compile time would be paid twice).
-            let partials = e.callees[0];
+            // The tangent update, then the partials at the new state and time.
             let dadp = load(e, ptr_ty(), offset_of!(GsStFrame, dadp));
             let dadx = load(e, ptr_ty(), offset_of!(GsStFrame, dadx));
             let dx = load(e, ptr_ty(), offset_of!(GsStFrame, dx));
             emit_gs_st_tangent(&mut e.b, model, pattern, [dadp, dadx, coef, r], scale, dx);
-            let (x, p) = (
-                load(e, ptr_ty(), offset_of!(GsStFrame, x)),
-                load(e, ptr_ty(), offset_of!(GsStFrame, p)),
-            );
+            e.b.ins().jump(at_state, &[]);
+
+            e.b.switch_to_block(at_state);
+            e.species.clear();
+            e.params.clear();
+            e.x = load(e, ptr_ty(), offset_of!(GsStFrame, x));
+            e.p = load(e, ptr_ty(), offset_of!(GsStFrame, p));
+            e.t = e.b.use_var(t_var);
             let (a, dadp, dadx) = (
                 load(e, ptr_ty(), offset_of!(GsStFrame, a)),
                 load(e, ptr_ty(), offset_of!(GsStFrame, dadp)),
                 load(e, ptr_ty(), offset_of!(GsStFrame, dadx)),
             );
-            let t_next = e.b.use_var(t_var);
             // GS-ST has no time derivatives: `dadt` (here `a`) is never written.
-            let sum = e.call(partials, &[x, p, t_next, a, dadp, dadx, a]);
+            let sum = e.all_partials(model, outputs, a, [dadp, dadx, a]);
+            e.b.def_var(a0_var, sum);
+            exit_if(e, mode, GsStStop::Absorbed);
             let zero = e.b.ins().f64const(0.0);
             let mut invalid = e.b.ins().iconst(types::I8, 0);
             for j in 0..nr {
@@ -1282,7 +1301,6 @@ impl<'m> Generator<'m> {
                 invalid = e.b.ins().bor(invalid, bad);
             }
             exit_if(e, invalid, GsStStop::InvalidPropensity);
-            e.b.def_var(a0_var, sum);
             let absorbed = e.b.ins().fcmp(FloatCC::LessThanOrEqual, sum, zero);
             exit_if(e, absorbed, GsStStop::Absorbed);
             e.b.ins().jump(header, &[]);
