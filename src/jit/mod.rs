@@ -22,7 +22,8 @@
 use crate::ir::{self, BinOp, Expr, Func};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, FuncRef, InstBuilder, JumpTableData, MemFlagsData, Signature, Value, types,
+    AbiParam, Block, BlockArg, FuncRef, InstBuilder, JumpTableData, MemFlagsData, Signature, Value,
+    types,
 };
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, isa::CallConv};
@@ -753,6 +754,20 @@ fn stoichiometric_step(b: &mut FunctionBuilder, acc: Value, d: i64, v: Value) ->
     }
 }
 
+/// Jumps to `cases[index]`, or to `default` when `index` is out of range.
+fn jump_table(b: &mut FunctionBuilder, index: Value, cases: &[Block], default: Block) {
+    use cranelift_codegen::ir::BlockCall;
+    let pool = &mut b.func.dfg.value_lists;
+    let no_args = || std::iter::empty::<BlockArg>();
+    let table: Vec<_> = (cases.iter())
+        .map(|&c| BlockCall::new(c, no_args(), pool))
+        .collect();
+    let default = BlockCall::new(default, no_args(), pool);
+    let jt = b.create_jump_table(JumpTableData::new(default, &table));
+    let index = b.ins().ireduce(types::I32, index);
+    b.ins().br_table(index, jt);
+}
+
 /// Above this many floating-point operations the unrolled GS-ST tangent kernel is not generated.
 const MAX_TANGENT_KERNEL: usize = 1 << 14;
 
@@ -1241,24 +1256,7 @@ impl<'m> Generator<'m> {
                 e.b.ins().jump(join, &[]);
             } else {
                 let cases: Vec<_> = (0..nr).map(|_| e.b.create_block()).collect();
-                let pool = &mut e.b.func.dfg.value_lists;
-                let table: Vec<_> = (cases.iter())
-                    .map(|&c| {
-                        cranelift_codegen::ir::BlockCall::new(
-                            c,
-                            std::iter::empty::<BlockArg>(),
-                            pool,
-                        )
-                    })
-                    .collect();
-                let default = cranelift_codegen::ir::BlockCall::new(
-                    join,
-                    std::iter::empty::<BlockArg>(),
-                    pool,
-                );
-                let jt = e.b.create_jump_table(JumpTableData::new(default, &table));
-                let best32 = e.b.ins().ireduce(types::I32, best);
-                e.b.ins().br_table(best32, jt);
+                jump_table(&mut e.b, best, &cases, join);
                 for (j, &case) in cases.iter().enumerate() {
                     e.b.switch_to_block(case);
                     for &(i, change) in &model.reactions[j].net {
@@ -1399,21 +1397,7 @@ impl<'m> Generator<'m> {
             let (j, a) = (params[0], params[4]);
             let cases: Vec<_> = model.reactions.iter().map(|_| e.b.create_block()).collect();
             let invalid = e.b.create_block();
-            let pool = &mut e.b.func.dfg.value_lists;
-            let table: Vec<_> = cases
-                .iter()
-                .map(|&c| {
-                    cranelift_codegen::ir::BlockCall::new(c, std::iter::empty::<BlockArg>(), pool)
-                })
-                .collect();
-            let default = cranelift_codegen::ir::BlockCall::new(
-                invalid,
-                std::iter::empty::<BlockArg>(),
-                pool,
-            );
-            let jt = e.b.create_jump_table(JumpTableData::new(default, &table));
-            let j32 = e.b.ins().ireduce(types::I32, j);
-            e.b.ins().br_table(j32, jt);
+            jump_table(&mut e.b, j, &cases, invalid);
 
             e.b.switch_to_block(invalid);
             let nan = e.b.ins().f64const(f64::NAN);
