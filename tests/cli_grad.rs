@@ -564,3 +564,63 @@ fn objectives_over_observables_parameters_and_time() {
     assert!(close(dk + m / 10.0, dk2), "d/dk: {dk} + {m}/10 vs {dk2}");
     assert!(close(dg, dg2), "d/dg: {dg} vs {dg2}");
 }
+
+/// Compiled kernels are kept in the code cache and loaded by later runs; the output is the same
+/// with no cache, a cold one, a warm one, one whose entries are corrupt (they are compiled and
+/// written again) and one that cannot be written.
+#[test]
+fn the_code_cache_never_changes_the_output() {
+    let dir = scratch("cache");
+    let model = write(&dir, "bd.rxn", BIRTH_DEATH);
+    let run = |cache: &Path| {
+        let out = Command::new(BIN)
+            .args([
+                "grad",
+                &model,
+                "--objective",
+                "mean(X)",
+                "--t-end",
+                "1",
+                "-n",
+                "50",
+            ])
+            .args(["--estimator", "gs-st", "--json"])
+            .env("RXNC_CACHE_DIR", cache)
+            .output()
+            .expect("rxnc runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let entries = |cache: &Path| -> Vec<PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(cache)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    let reference = run(Path::new("off"));
+    let cache = dir.join("cache");
+    assert_eq!(run(&cache), reference, "cold cache");
+    let written = entries(&cache);
+    assert!(!written.is_empty(), "nothing was cached");
+    assert_eq!(run(&cache), reference, "warm cache");
+    for entry in &written {
+        std::fs::write(entry, b"not machine code").unwrap();
+    }
+    assert_eq!(run(&cache), reference, "corrupt cache");
+    assert_eq!(entries(&cache), written, "no stray files");
+    for entry in &written {
+        assert_ne!(
+            std::fs::read(entry).unwrap(),
+            b"not machine code",
+            "entry not rewritten"
+        );
+    }
+    let blocked = dir.join("blocked");
+    std::fs::write(&blocked, "a file where the cache directory should be").unwrap();
+    assert_eq!(run(&blocked), reference, "unwritable cache");
+}

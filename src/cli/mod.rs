@@ -148,6 +148,25 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where the command line keeps compiled kernels (see [`crate::jit::set_code_cache`]):
+/// `$RXNC_CACHE_DIR` (`off` or empty: no cache), else `$XDG_CACHE_HOME/rxnc`, else
+/// `~/.cache/rxnc`.
+fn code_cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = std::env::var_os("RXNC_CACHE_DIR") {
+        return (!dir.is_empty() && dir != "off").then(|| PathBuf::from(dir));
+    }
+    let absolute = |dir: PathBuf| dir.is_absolute().then_some(dir);
+    match var("XDG_CACHE_HOME").map(PathBuf::from).and_then(absolute) {
+        Some(cache) => Some(cache.join("rxnc")),
+        None => var("HOME")
+            .map(PathBuf::from)
+            .and_then(absolute)
+            .map(|home| home.join(".cache").join("rxnc")),
+    }
+}
+
 /// Runs the command line and returns the exit status.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -161,6 +180,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    crate::jit::set_code_cache(code_cache_dir());
     let result = std::panic::catch_unwind(|| run(cli));
     match result {
         Ok(Ok(())) => 0,

@@ -391,6 +391,7 @@ impl CompiledModel {
         let mut module = JITModule::new(builder);
 
         let mut generator = Generator::new(&mut module, model)?;
+        generator.verify = verify;
         let mut clif = keep_clif.then(String::new);
         let simulation = if kernels.simulation {
             Some((
@@ -954,7 +955,70 @@ fn emit_gs_st_tangent(
     }
 }
 
+/// Where compiled kernels are kept between processes; see [`set_code_cache`].
+static CODE_CACHE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Keeps the machine code of compiled kernels in `dir` (created when first needed), so that a
+/// later process compiling the same kernels for the same processor loads them instead (a
+/// compilation cache, as JAX's or Julia's). Entries are keyed by a hash of the kernel's Cranelift
+/// IR, the target and Cranelift's version, so a changed model, rxnc or processor misses; an
+/// unreadable, corrupt or unwritable cache only costs the compilation. The library uses no cache
+/// unless this is called (once, before compiling; later calls are ignored); the `rxnc` command
+/// line calls it with `$RXNC_CACHE_DIR`, `$XDG_CACHE_HOME/rxnc` or `~/.cache/rxnc`.
+pub fn set_code_cache(dir: Option<std::path::PathBuf>) {
+    let _ = CODE_CACHE.set(dir);
+}
+
+fn code_cache() -> Option<&'static std::path::Path> {
+    CODE_CACHE.get().and_then(|dir| dir.as_deref())
+}
+
+/// Creates `dir` (and its parents) if missing; on Unix readable and writable by its owner only,
+/// since what it holds is run as machine code.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Cranelift's compilation cache as files in a directory, one per entry, named by the key.
+struct DiskCache<'d> {
+    dir: &'d std::path::Path,
+}
+
+impl DiskCache<'_> {
+    fn path(&self, key: &[u8]) -> std::path::PathBuf {
+        let name: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(name)
+    }
+}
+
+impl cranelift_codegen::incremental_cache::CacheKvStore for DiskCache<'_> {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        std::fs::read(self.path(key))
+            .ok()
+            .map(std::borrow::Cow::Owned)
+    }
+
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
+        // Written aside and renamed into place, so that a concurrent reader sees a whole entry
+        // or none; any failure leaves the cache as it was.
+        let path = self.path(key);
+        let aside = path.with_extension(format!("{}.tmp", std::process::id()));
+        let written = private_dir(self.dir)
+            .and_then(|()| std::fs::write(&aside, value))
+            .and_then(|()| std::fs::rename(&aside, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&aside);
+        }
+    }
+}
+
 struct Generator<'m> {
+    /// Whether Cranelift's verifier runs (then the code cache is not used).
+    verify: bool,
     module: &'m mut JITModule,
     model: &'m ir::Model,
     ctx: Context,
@@ -1007,6 +1071,7 @@ impl<'m> Generator<'m> {
             .map_err(jit_err)?;
         let ctx = module.make_context();
         Ok(Generator {
+            verify: false,
             module,
             model,
             ctx,
@@ -1080,11 +1145,36 @@ impl<'m> Generator<'m> {
         if let Some(out) = clif {
             out.push_str(&format!("; {name}\n{}\n", self.ctx.func.display()));
         }
-        self.module
-            .define_function(id, &mut self.ctx)
-            .map_err(jit_err)?;
+        match code_cache().filter(|_| !self.verify) {
+            Some(dir) => self.define_through_cache(id, dir)?,
+            None => self
+                .module
+                .define_function(id, &mut self.ctx)
+                .map_err(jit_err)?,
+        }
         self.module.clear_context(&mut self.ctx);
         Ok(id)
+    }
+
+    /// Compiles the function in `self.ctx` through the code cache in `dir`: a function whose
+    /// Cranelift IR and target (Cranelift's own cache key, a hash of both) were compiled before,
+    /// by this process or another, is not compiled again.
+    fn define_through_cache(&mut self, id: FuncId, dir: &std::path::Path) -> Result<(), JitError> {
+        let mut store = DiskCache { dir };
+        let isa = self.module.isa();
+        let mut control = cranelift_codegen::control::ControlPlane::default();
+        (self.ctx)
+            .compile_with_cache(isa, &mut store, &mut control)
+            .map_err(|e| jit_err(format!("{:?}", e.inner)))?;
+        let code = self.ctx.compiled_code().expect("compiled just above");
+        let relocs: Vec<_> = (code.buffer.relocs().iter())
+            .map(|r| cranelift_module::ModuleReloc::from_mach_reloc(r, &self.ctx.func, id))
+            .collect();
+        let alignment = u64::from(code.buffer.alignment);
+        let bytes = code.code_buffer().to_vec();
+        (self.module)
+            .define_function_bytes(id, alignment, &bytes, &relocs)
+            .map_err(jit_err)
     }
 
     fn propensities(&mut self, clif: Option<&mut String>) -> Result<FuncId, JitError> {
