@@ -984,6 +984,9 @@ fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Cranelift's compilation cache as files in a directory, one per entry, named by the key.
+/// The key is the function's IR: a kernel must therefore never embed an address of this
+/// process as a constant (it would be reused by another process); buffers and tables come as
+/// arguments or through the frame, and other functions through relocations.
 struct DiskCache<'d> {
     dir: &'d std::path::Path,
 }
