@@ -1006,10 +1006,13 @@ impl cranelift_codegen::incremental_cache::CacheKvStore for DiskCache<'_> {
     }
 
     fn insert(&mut self, key: &[u8], value: Vec<u8>) {
-        // Written aside and renamed into place, so that a concurrent reader sees a whole entry
-        // or none; any failure leaves the cache as it was.
+        // Written aside (a name of its own per process and write) and renamed into place, so
+        // that a concurrent reader sees a whole entry or none; any failure leaves the cache as
+        // it was.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let path = self.path(key);
-        let aside = path.with_extension(format!("{}.tmp", std::process::id()));
+        let nth = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = path.with_extension(format!("{}-{nth}.tmp", std::process::id()));
         let written = private_dir(self.dir)
             .and_then(|()| std::fs::write(&aside, value))
             .and_then(|()| std::fs::rename(&aside, &path));
