@@ -40,6 +40,10 @@
 //! assert_eq!(name, "k");
 //! assert!((dk.estimate - 0.865).abs() < 5.0 * dk.stderr);
 //! ```
+//!
+//! Compiling takes a fraction of a millisecond per kernel; a tool that compiles the same models in
+//! many processes can keep their machine code on disk with [`jit::set_code_cache`], as the `rxnc`
+//! command line does.
 
 // `!(v >= 0.0)` is how NaN-or-negative is tested on purpose; index loops over several parallel
 // arrays (reactions × parameters) read better than zipped iterators; float guards like
