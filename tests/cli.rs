@@ -77,6 +77,7 @@ fn finish(args: &[&str], out: Output) -> Run {
 /// Runs rxnc in `dir` with plain diagnostics.
 fn rxnc_in(dir: &Path, args: &[&str]) -> Run {
     let out = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
@@ -617,6 +618,7 @@ fn same_seed_same_output_whatever_the_threads() {
 #[test]
 fn a_closed_pipe_is_not_an_error() {
     let mut child = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
         .args([
             "simulate",
             s(&example("telegraph.rxn")),

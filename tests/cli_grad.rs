@@ -57,6 +57,7 @@ struct Run {
 /// killed and that the status is one of the contract's.
 fn rxnc(args: &[&str]) -> Run {
     let out: Output = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("NO_COLOR", "1")
@@ -566,15 +567,18 @@ fn objectives_over_observables_parameters_and_time() {
 }
 
 /// Compiled kernels are kept in the code cache and loaded by later runs; the output is the same
-/// with no cache, a cold one, a warm one, one whose entries are corrupt (they are compiled and
-/// written again) and one that cannot be written.
+/// with no cache, a cold one, a warm one, one whose entries are damaged or swapped (they are
+/// compiled and written again), one that cannot be written, and one that others could write to
+/// (then it is not used).
 #[test]
 fn the_code_cache_never_changes_the_output() {
     let dir = scratch("cache");
     let model = write(&dir, "bd.rxn", BIRTH_DEATH);
+    // A gradient (one kernel) and a simulation (three): several entries.
     let run = |cache: &Path| {
-        let out = Command::new(BIN)
-            .args([
+        let mut outputs = String::new();
+        for args in [
+            &[
                 "grad",
                 &model,
                 "--objective",
@@ -583,17 +587,25 @@ fn the_code_cache_never_changes_the_output() {
                 "1",
                 "-n",
                 "50",
-            ])
-            .args(["--estimator", "gs-st", "--json"])
-            .env("RXNC_CACHE_DIR", cache)
-            .output()
-            .expect("rxnc runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("UTF-8")
+                "--json",
+            ][..],
+            &[
+                "simulate", &model, "--t-end", "1", "-n", "3", "--every", "0.5",
+            ][..],
+        ] {
+            let out = Command::new(BIN)
+                .args(args)
+                .env("RXNC_CACHE_DIR", cache)
+                .output()
+                .expect("rxnc runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            outputs += &String::from_utf8(out.stdout).expect("UTF-8");
+        }
+        outputs
     };
     let entries = |cache: &Path| -> Vec<PathBuf> {
         let mut files: Vec<_> = std::fs::read_dir(cache)
@@ -602,25 +614,54 @@ fn the_code_cache_never_changes_the_output() {
         files.sort();
         files
     };
+    let contents = |files: &[PathBuf]| -> Vec<Vec<u8>> {
+        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    };
     let reference = run(Path::new("off"));
     let cache = dir.join("cache");
     assert_eq!(run(&cache), reference, "cold cache");
     let written = entries(&cache);
-    assert!(!written.is_empty(), "nothing was cached");
+    assert!(written.len() >= 2, "entries: {written:?}");
+    let good = contents(&written);
     assert_eq!(run(&cache), reference, "warm cache");
+    assert_eq!(
+        contents(&entries(&cache)),
+        good,
+        "a warm run rewrote entries"
+    );
+    // Damaged entries, then two entries swapped: compiled and written again.
     for entry in &written {
-        std::fs::write(entry, b"not machine code").unwrap();
+        let mut bytes = std::fs::read(entry).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(entry, bytes).unwrap();
     }
-    assert_eq!(run(&cache), reference, "corrupt cache");
-    assert_eq!(entries(&cache), written, "no stray files");
-    for entry in &written {
-        assert_ne!(
-            std::fs::read(entry).unwrap(),
-            b"not machine code",
-            "entry not rewritten"
-        );
-    }
+    assert_eq!(run(&cache), reference, "damaged cache");
+    assert_eq!(
+        contents(&entries(&cache)),
+        good,
+        "damaged entries not rewritten"
+    );
+    std::fs::copy(&written[0], &written[1]).unwrap();
+    assert_eq!(run(&cache), reference, "swapped entries");
+    assert_eq!(
+        contents(&entries(&cache)),
+        good,
+        "swapped entry not rewritten"
+    );
     let blocked = dir.join("blocked");
     std::fs::write(&blocked, "a file where the cache directory should be").unwrap();
     assert_eq!(run(&blocked), reference, "unwritable cache");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let shared = dir.join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(run(&shared), reference, "cache others can write to");
+        assert!(
+            entries(&shared).is_empty(),
+            "a cache others can write to was used"
+        );
+    }
 }

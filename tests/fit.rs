@@ -348,6 +348,7 @@ fn cli_run_writes_fit_json_and_trace() {
     .unwrap();
     std::fs::write(dir.join("d.csv"), poisson_data(8.0, 200)).unwrap();
     let out = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
         .args([
             "run", "m.rxn", "--fit", "d.csv", "--steps", "30", "-n", "100", "--seed", "1",
         ])
@@ -403,6 +404,7 @@ fn cli_run_exit_codes() {
     std::fs::write(dir.join("bad.csv"), "time,Y\n1,3\n2,4\n").unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
+            .env("RXNC_CACHE_DIR", "off")
             .arg("run")
             .args(args)
             .current_dir(&dir)
@@ -468,6 +470,7 @@ fn cli_run_non_finite_column_is_a_diagnostic_and_keeps_the_best_parameters() {
     .unwrap();
     std::fs::write(dir.join("d.csv"), "inv\n0.5\n0.25\n").unwrap();
     let out = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
         .args(["run", "m.rxn", "--fit", "d.csv", "-n", "50", "--steps", "5"])
         .args(["--out", "fit.json"])
         .current_dir(&dir)
@@ -496,6 +499,7 @@ fn cli_run_stops_runaway_parameters() {
     .unwrap();
     std::fs::write(dir.join("d.csv"), "X\n100000\n100100\n99900\n").unwrap();
     let out = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
         .args([
             "run", "m.rxn", "--fit", "d.csv", "--lr", "0.5", "-n", "50", "--out", "fit.json",
         ])
@@ -521,6 +525,7 @@ fn cli_plots_are_svg() {
     std::fs::write(dir.join("d.csv"), "time,X\n1,5\n1,7\n2,8\n2,9\n").unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
+            .env("RXNC_CACHE_DIR", "off")
             .args(args)
             .current_dir(&dir)
             .output()

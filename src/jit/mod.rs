@@ -102,6 +102,9 @@ impl PartialsPattern {
     }
 }
 
+mod cache;
+pub use cache::set_code_cache;
+
 /// Compiling a model failed (an internal error: every checked model should compile).
 #[derive(Debug, thiserror::Error)]
 #[error("JIT compilation failed: {0}")]
@@ -703,8 +706,9 @@ impl CompiledModel {
         }
     }
 
-    /// Whether [`CompiledModel::gs_st_events_unchecked`] is available: with the GS-ST tangent
-    /// kernel, for models whose propensities do not read time.
+    /// Whether [`CompiledModel::gs_st_events_unchecked`] is available: compiled with
+    /// [`Kernels::gs_st_events`], for models small enough to unroll whose propensities do not
+    /// read time.
     pub(crate) fn has_gs_st_events(&self) -> bool {
         self.gs_st_events.is_some()
     }
@@ -955,73 +959,6 @@ fn emit_gs_st_tangent(
     }
 }
 
-/// Where compiled kernels are kept between processes; see [`set_code_cache`].
-static CODE_CACHE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-
-/// Keeps the machine code of compiled kernels in `dir` (created when first needed), so that a
-/// later process compiling the same kernels for the same processor loads them instead (a
-/// compilation cache, as JAX's or Julia's). Entries are keyed by a hash of the kernel's Cranelift
-/// IR, the target and Cranelift's version, so a changed model, rxnc or processor misses; an
-/// unreadable, corrupt or unwritable cache only costs the compilation. The library uses no cache
-/// unless this is called (once, before compiling; later calls are ignored); the `rxnc` command
-/// line calls it with `$RXNC_CACHE_DIR`, `$XDG_CACHE_HOME/rxnc` or `~/.cache/rxnc`.
-pub fn set_code_cache(dir: Option<std::path::PathBuf>) {
-    let _ = CODE_CACHE.set(dir);
-}
-
-fn code_cache() -> Option<&'static std::path::Path> {
-    CODE_CACHE.get().and_then(|dir| dir.as_deref())
-}
-
-/// Creates `dir` (and its parents) if missing; on Unix readable and writable by its owner only,
-/// since what it holds is run as machine code.
-fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Cranelift's compilation cache as files in a directory, one per entry, named by the key.
-/// The key is the function's IR: a kernel must therefore never embed an address of this
-/// process as a constant (it would be reused by another process); buffers and tables come as
-/// arguments or through the frame, and other functions through relocations.
-struct DiskCache<'d> {
-    dir: &'d std::path::Path,
-}
-
-impl DiskCache<'_> {
-    fn path(&self, key: &[u8]) -> std::path::PathBuf {
-        let name: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(name)
-    }
-}
-
-impl cranelift_codegen::incremental_cache::CacheKvStore for DiskCache<'_> {
-    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-        std::fs::read(self.path(key))
-            .ok()
-            .map(std::borrow::Cow::Owned)
-    }
-
-    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
-        // Written aside (a name of its own per process and write) and renamed into place, so
-        // that a concurrent reader sees a whole entry or none; any failure leaves the cache as
-        // it was.
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let path = self.path(key);
-        let nth = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let aside = path.with_extension(format!("{}-{nth}.tmp", std::process::id()));
-        let written = private_dir(self.dir)
-            .and_then(|()| std::fs::write(&aside, value))
-            .and_then(|()| std::fs::rename(&aside, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&aside);
-        }
-    }
-}
-
 struct Generator<'m> {
     /// Whether Cranelift's verifier runs (then the code cache is not used).
     verify: bool,
@@ -1151,8 +1088,14 @@ impl<'m> Generator<'m> {
         if let Some(out) = clif {
             out.push_str(&format!("; {name}\n{}\n", self.ctx.func.display()));
         }
-        match code_cache().filter(|_| !self.verify) {
-            Some(dir) => self.define_through_cache(id, dir)?,
+        match cache::directory() {
+            Some(dir) => {
+                // A function loaded from the cache is not compiled, so not verified either.
+                if self.verify {
+                    self.ctx.verify(self.module.isa()).map_err(jit_err)?;
+                }
+                self.define_through_cache(id, dir)?
+            }
             None => self
                 .module
                 .define_function(id, &mut self.ctx)
@@ -1166,7 +1109,7 @@ impl<'m> Generator<'m> {
     /// Cranelift IR and target (Cranelift's own cache key, a hash of both) were compiled before,
     /// by this process or another, is not compiled again.
     fn define_through_cache(&mut self, id: FuncId, dir: &std::path::Path) -> Result<(), JitError> {
-        let mut store = DiskCache { dir };
+        let mut store = cache::DiskCache::new(dir);
         let isa = self.module.isa();
         let mut control = cranelift_codegen::control::ControlPlane::default();
         (self.ctx)
