@@ -892,7 +892,7 @@ fn emit_gs_st_tangent(
     // structural zero it computes with the zero stored there, as the generic loops do.
     let lanes = MemFlagsData::new().with_notrap();
     // The scalars broadcast to both lanes (scale coef_j, spread_i, ∂a_j/∂x_i) are loaded and
-    // broadcast once for all the parameter pairs: 11 fewer instructions per event on the
+    // broadcast once for all the parameter pairs: 7 fewer instructions per event on the
     // telegraph model, 2–3 % faster (measured), for a few more live values.
     let mut splats: HashMap<Value, Value> = HashMap::new();
     let mut dadx_values: HashMap<usize, Value> = HashMap::new();
