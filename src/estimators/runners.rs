@@ -319,29 +319,13 @@ fn gs_st_trajectory_compiled(
     let a0 = buf.eval_checked_by(Checks::AtRecords, c, &x, p, 0.0, n)?;
     // The buffers are pointed at before every call (below).
     let mut frame = GsStFrame {
-        x: std::ptr::null_mut(),
         p: p.as_ptr(),
-        a: std::ptr::null_mut(),
-        dadp: std::ptr::null_mut(),
-        dadx: std::ptr::null_mut(),
-        coef: std::ptr::null_mut(),
-        r: std::ptr::null_mut(),
-        dx: std::ptr::null_mut(),
-        net: layout
-            .dense_net
-            .as_ref()
-            .map_or(std::ptr::null(), |net| net.as_ptr()),
-        draws: std::ptr::null(),
-        t: 0.0,
-        t_next: 0.0,
+        net: (layout.dense_net.as_ref()).map_or(std::ptr::null(), |net| net.as_ptr()),
         a0,
         t_obs: observation(0),
         t_end: o.t_end,
-        events: 0,
         max_events: o.max_events,
-        next_draw: 0,
-        n_draws: 0,
-        mode: 0,
+        ..GsStFrame::EMPTY
     };
     if a0 > 0.0 {
         loop {

@@ -251,6 +251,32 @@ pub(crate) struct GsStFrame {
     pub mode: u64,
 }
 
+impl GsStFrame {
+    /// No buffers, a clock at 0 and no draws: the base the callers fill in.
+    pub(crate) const EMPTY: GsStFrame = GsStFrame {
+        x: std::ptr::null_mut(),
+        p: std::ptr::null(),
+        a: std::ptr::null_mut(),
+        dadp: std::ptr::null_mut(),
+        dadx: std::ptr::null_mut(),
+        coef: std::ptr::null_mut(),
+        r: std::ptr::null_mut(),
+        dx: std::ptr::null_mut(),
+        net: std::ptr::null(),
+        draws: std::ptr::null(),
+        t: 0.0,
+        t_next: 0.0,
+        a0: 0.0,
+        t_obs: 0.0,
+        t_end: 0.0,
+        events: 0,
+        max_events: 0,
+        next_draw: 0,
+        n_draws: 0,
+        mode: 0,
+    };
+}
+
 /// Why GS-ST's event-loop kernel returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i64)]
@@ -600,21 +626,9 @@ impl CompiledModel {
                 a: a.as_mut_ptr(),
                 dadp: dadp.as_mut_ptr(),
                 dadx: dadx.as_mut_ptr(),
-                coef: std::ptr::null_mut(),
-                r: std::ptr::null_mut(),
-                dx: std::ptr::null_mut(),
-                net: std::ptr::null(),
-                draws: std::ptr::null(),
                 t,
-                t_next: t,
-                a0: 0.0,
-                t_obs: 0.0,
-                t_end: 0.0,
-                events: 0,
-                max_events: 0,
-                next_draw: 0,
-                n_draws: 0,
                 mode: 1,
+                ..GsStFrame::EMPTY
             };
             // SAFETY: lengths checked above; in mode 1 the kernel reads x and p and writes a,
             // dadp, dadx and the frame only.
@@ -971,7 +985,7 @@ fn emit_gs_st_tangent(
 }
 
 struct Generator<'m> {
-    /// Whether Cranelift's verifier runs (then the code cache is not used).
+    /// Whether Cranelift's verifier runs (also on functions the code cache would load).
     verify: bool,
     module: &'m mut JITModule,
     model: &'m ir::Model,
@@ -1140,7 +1154,7 @@ impl<'m> Generator<'m> {
     fn propensities(&mut self, clif: Option<&mut String>) -> Result<FuncId, JitError> {
         let sig = self.signature(false, true);
         self.define("propensities", sig, clif, |e, params, model| {
-            let sum = e.all_propensities(model, params[3]);
+            let (sum, _) = e.all_propensities(model, params[3]);
             e.b.ins().return_(&[sum]);
         })
     }
@@ -1156,7 +1170,7 @@ impl<'m> Generator<'m> {
         }
         self.define("partials", sig, clif, |e, params, model| {
             let outputs_to = [params[4], params[5], params[6]];
-            let sum = e.all_partials(model, outputs, params[3], outputs_to);
+            let (sum, _) = e.all_partials(model, outputs, params[3], outputs_to);
             e.b.ins().return_(&[sum]);
         })
     }
@@ -1180,11 +1194,10 @@ impl<'m> Generator<'m> {
             let nr = model.reactions.len();
             let frame = params[0];
             let flags = MemFlagsData::trusted();
-            // Addresses and limits are read from the frame where they are used: with few values
-            // live across the call to the partials kernel, the register allocator's work (most
-            // of this kernel's compile time) stays small, and the loads hit the L1 cache off the
-            // event's critical path. The clock is carried in variables and written back on
-            // exit: kept in the frame, its per-event stores and reloads made a process run
+            // Addresses and limits are read from the frame where they are used: few values stay
+            // live through the loop, so the register allocator's work (most of this kernel's
+            // compile time) stays small, and the loads hit the L1 cache off the event's critical
+            // path. The clock is carried in variables and written back on exit: kept in the frame, its per-event stores and reloads made a process run
             // either at full speed or 2.2 times slower with two worker threads, depending on
             // where the stacks and buffers happened to lie (measured, not explained further).
             let load = |e: &mut Emitter, ty, offset: usize| {
@@ -1338,13 +1351,12 @@ impl<'m> Generator<'m> {
                 load(e, ptr_ty(), offset_of!(GsStFrame, dadx)),
             );
             // GS-ST has no time derivatives: `dadt` (here `a`) is never written.
-            let sum = e.all_partials(model, outputs, a, [dadp, dadx, a]);
+            let (sum, propensities) = e.all_partials(model, outputs, a, [dadp, dadx, a]);
             e.b.def_var(a0_var, sum);
             exit_if(e, mode, GsStStop::Absorbed);
             let zero = e.b.ins().f64const(0.0);
             let mut invalid = e.b.ins().iconst(types::I8, 0);
-            for j in 0..nr {
-                let aj = e.b.ins().load(types::F64, flags, a, (8 * j) as i32);
+            for aj in propensities {
                 let bad = e.b.ins().fcmp(FloatCC::UnorderedOrLessThan, aj, zero);
                 invalid = e.b.ins().bor(invalid, bad);
             }
@@ -1462,29 +1474,31 @@ impl<'m> Generator<'m> {
 }
 
 impl Emitter<'_, '_> {
-    /// Emits every propensity, stored into `a`, and returns their sum.
-    fn all_propensities(&mut self, model: &ir::Model, a: Value) -> Value {
+    /// Emits every propensity, stored into `a`; returns their sum and the propensities.
+    fn all_propensities(&mut self, model: &ir::Model, a: Value) -> (Value, Vec<Value>) {
         let mut sum = self.b.ins().f64const(0.0);
+        let mut values = Vec::with_capacity(model.reactions.len());
         for (j, r) in model.reactions.iter().enumerate() {
             let v = self.expr(&r.propensity);
             self.b
                 .ins()
                 .store(MemFlagsData::trusted(), v, a, (8 * j) as i32);
             sum = self.b.ins().fadd(sum, v);
+            values.push(v);
         }
-        sum
+        (sum, values)
     }
 
     /// Emits every propensity into `a` and every partial derivative of `outputs` into its array
-    /// (`dadp`, `dadx`, `dadt`); returns the sum of the propensities.
+    /// (`dadp`, `dadx`, `dadt`); returns the sum of the propensities and the propensities.
     fn all_partials(
         &mut self,
         model: &ir::Model,
         outputs: &[(PartialOutput, i32, usize, usize, Expr)],
         a: Value,
         [dadp, dadx, dadt]: [Value; 3],
-    ) -> Value {
-        let sum = self.all_propensities(model, a);
+    ) -> (Value, Vec<Value>) {
+        let (sum, values) = self.all_propensities(model, a);
         for (array, offset, _, _, d) in outputs {
             let v = self.expr(d);
             let base = match array {
@@ -1496,7 +1510,7 @@ impl Emitter<'_, '_> {
                 .ins()
                 .store(MemFlagsData::trusted(), v, base, *offset);
         }
-        sum
+        (sum, values)
     }
 
     /// Emits, from the current block to its return, the firing of reaction `k`: the state update,
