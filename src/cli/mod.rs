@@ -140,7 +140,7 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), Failure> {
         if k == 0 {
             return Err(Failure::input(
                 "--threads must be at least 1",
-                "leave it out to use every core",
+                "leave it out to use the idle cores",
             ));
         }
         crate::engine::set_worker_threads(k);

@@ -93,7 +93,7 @@ pub struct RunArgs {
     /// Stop a trajectory that exceeds this many events.
     #[arg(long, value_name = "K", default_value_t = 100_000_000)]
     max_events: u64,
-    /// Worker threads [default: all cores]; results do not depend on it.
+    /// Worker threads [default: one per idle core]; results do not depend on it.
     #[arg(long, value_name = "K")]
     threads: Option<usize>,
 }

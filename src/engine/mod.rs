@@ -731,8 +731,15 @@ pub(crate) fn wrong_param_count(compiled: &CompiledModel, params: &[f64]) -> Opt
         .then(|| format!("expected {expected} parameter values, got {}", params.len()))
 }
 
-/// How many threads run an ensemble; 0 until decided (see [`worker_threads`]).
+/// How often an ensemble that started on fewer threads than cores looks for idle ones.
+const GROW_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// How many threads run an ensemble: [`IDLE_CORES`], or a number set by the user.
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// [`WORKERS`] when neither `--threads` nor `RAYON_NUM_THREADS` set a number: as many threads as
+/// there are idle cores when an ensemble starts.
+const IDLE_CORES: usize = usize::MAX;
 
 /// Runs ensembles on the calling thread only (the same as [`set_worker_threads`]`(1)`). Results
 /// do not depend on it.
@@ -742,8 +749,8 @@ pub fn use_calling_thread_only() {
 
 /// Sets how many threads run the trajectories of an ensemble, the calling thread included
 /// (`rxnc --threads K`). By default: `RAYON_NUM_THREADS` if set (the variable rxnc's thread pool
-/// used to read), else every core. Results do not depend on it: each trajectory has its own
-/// random stream.
+/// used to read), else one per core that is idle when the ensemble starts (see
+/// [`worker_threads`]). Results do not depend on it: each trajectory has its own random stream.
 ///
 /// # Panics
 /// If `threads` is 0.
@@ -752,31 +759,106 @@ pub fn set_worker_threads(threads: usize) {
     WORKERS.store(threads, Ordering::Relaxed);
 }
 
-/// The number of threads an ensemble runs on.
+/// The number of threads the next ensemble starts on: the number set with
+/// [`set_worker_threads`] or `RAYON_NUM_THREADS`, else one per idle core (see [`ThreadBudget`]).
 pub fn worker_threads() -> usize {
-    match WORKERS.load(Ordering::Relaxed) {
-        0 => {
-            let from_env = std::env::var("RAYON_NUM_THREADS")
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .filter(|&k| k > 0);
-            let k = from_env.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-            });
-            WORKERS.store(k, Ordering::Relaxed);
-            k
+    thread_budget().start
+}
+
+/// How many threads an ensemble starts on, and how many it may grow to while it runs.
+///
+/// Unless the user set a number, an ensemble starts on one thread per idle core and adds one
+/// when another core falls idle. A core is idle if the system's count of runnable threads,
+/// without the calling one, leaves it free (Linux: `/proc/loadavg`; elsewhere every core counts
+/// as idle). A thread started on a core that another process keeps busy only takes turns with
+/// it, and the ensemble waits for its last trajectory: with one of two cores kept busy, the peer
+/// benchmark's gradient took 3.9–4.0 ms on two threads and 3.6–3.7 ms on one
+/// (docs/performance.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ThreadBudget {
+    start: usize,
+    at_most: usize,
+}
+
+impl ThreadBudget {
+    fn exactly(threads: usize) -> ThreadBudget {
+        ThreadBudget {
+            start: threads,
+            at_most: threads,
         }
-        k => k,
     }
 }
 
-/// `range.map(f).collect::<Result<Vec<T>, E>>()` on [`worker_threads`] threads started for this
-/// call, which take chunks of the range from a shared counter until none is left. Starting the threads costs
-/// tens of microseconds per call; a persistent pool (rayon's, used before) cost 0.3 ms of CPU at
-/// the start of every process, and its idle workers spun after every loop, which a short command
-/// (`rxnc grad` on the peer benchmark: 3.4 ms in all) pays in full. The calling thread only
-/// waits: working alongside its helper, it shared its core with it until the scheduler moved
-/// the new thread (3.7 → 4.4 ms for that command).
+impl From<usize> for ThreadBudget {
+    fn from(threads: usize) -> ThreadBudget {
+        ThreadBudget::exactly(threads)
+    }
+}
+
+fn thread_budget() -> ThreadBudget {
+    let mut set = WORKERS.load(Ordering::Relaxed);
+    if set == 0 {
+        set = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&k| k > 0)
+            .unwrap_or(IDLE_CORES);
+        WORKERS.store(set, Ordering::Relaxed);
+    }
+    if set != IDLE_CORES {
+        return ThreadBudget::exactly(set);
+    }
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    ThreadBudget {
+        start: idle_cores().clamp(1, cores),
+        at_most: cores,
+    }
+}
+
+/// The cores no runnable thread other than the calling one is waiting for.
+fn idle_cores() -> usize {
+    match busy_cores_elsewhere() {
+        Some(busy) => online_cores().saturating_sub(busy),
+        None => usize::MAX,
+    }
+}
+
+/// How many threads other than the calling one are runnable right now, machine-wide: the
+/// running count of `/proc/loadavg` ("0.52 0.58 0.59 2/180 4711") less one.
+#[cfg(target_os = "linux")]
+fn busy_cores_elsewhere() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let running = text.split_whitespace().nth(3)?.split('/').next()?;
+    Some(running.parse::<usize>().ok()?.saturating_sub(1))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn busy_cores_elsewhere() -> Option<usize> {
+    None
+}
+
+/// The cores the machine has online (which `/proc/loadavg`'s count is spread over).
+#[cfg(target_os = "linux")]
+fn online_cores() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(online).unwrap_or(1).max(1)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn online_cores() -> usize {
+    usize::MAX
+}
+
+/// `range.map(f).collect::<Result<Vec<T>, E>>()` on threads started for this call (as many as
+/// [`ThreadBudget`] allows), which take chunks of the range from a shared counter until none is
+/// left. Starting the threads costs tens of microseconds per call; a persistent pool (rayon's,
+/// used before) cost 0.3 ms of CPU at the start of every process, and its idle workers spun
+/// after every loop, which a short command (`rxnc grad` on the peer benchmark: 3 ms in all) pays
+/// in full.
 ///
 /// The error is that of the first failing index, as on one thread, and once an index has failed no new chunk
 /// is started (a runaway trajectory does not make the others run to their event limit first).
@@ -784,11 +866,11 @@ pub(crate) fn try_map_range<T: Send, E: Send>(
     range: std::ops::Range<usize>,
     f: impl Fn(usize) -> Result<T, E> + Sync,
 ) -> Result<Vec<T>, E> {
-    try_map_range_on(worker_threads(), range, f)
+    try_map_range_on(thread_budget(), range, f)
 }
 
 fn try_map_range_on<T: Send, E: Send>(
-    threads: usize,
+    threads: impl Into<ThreadBudget>,
     range: std::ops::Range<usize>,
     f: impl Fn(usize) -> Result<T, E> + Sync,
 ) -> Result<Vec<T>, E> {
@@ -803,13 +885,15 @@ fn try_map_range_on<T: Send, E: Send>(
 /// no new chunk is started then, and the value's own chunk ends with it (the result then lacks
 /// some indices after it).
 fn map_range_on<T: Send>(
-    threads: usize,
+    threads: impl Into<ThreadBudget>,
     range: std::ops::Range<usize>,
     f: impl Fn(usize) -> T + Sync,
     stop_after: impl Fn(&T) -> bool + Sync,
 ) -> Vec<T> {
+    let threads = threads.into();
     let len = range.len();
-    let threads = threads.min(len);
+    let start = threads.start.min(len);
+    let at_most = threads.at_most.min(len);
     let stopped = AtomicBool::new(false);
     let run = |indices: std::ops::Range<usize>| {
         let mut values = Vec::with_capacity(indices.len());
@@ -824,28 +908,60 @@ fn map_range_on<T: Send>(
         }
         values
     };
-    if threads <= 1 {
+    if at_most <= 1 {
         return run(range);
     }
     // Chunks small enough that the threads finish together (trajectories are uneven), large
     // enough that the shared counter is rarely touched.
-    let chunk = (len / (threads * 64)).max(1);
+    let chunk = (len / (at_most * 64)).max(1);
     let next = AtomicUsize::new(0);
+    let claim = || {
+        let lo = next.fetch_add(chunk, Ordering::Relaxed);
+        (lo < len && !stopped.load(Ordering::Relaxed)).then(|| lo..(lo + chunk).min(len))
+    };
+    let waiting = std::thread::current();
     let work = || {
         let mut done = Vec::new();
-        while !stopped.load(Ordering::Relaxed) {
-            let lo = next.fetch_add(chunk, Ordering::Relaxed);
-            if lo >= len {
-                break;
-            }
-            let hi = (lo + chunk).min(len);
-            done.push((lo, run(range.start + lo..range.start + hi)));
+        while let Some(indices) = claim() {
+            done.push((
+                indices.start,
+                run(range.start + indices.start..range.start + indices.end),
+            ));
         }
+        waiting.unpark();
         done
     };
     let mut chunks = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
         let mut chunks = Vec::new();
+        let mut helpers = Vec::new();
+        if start <= 1 {
+            // One idle core: this thread works, and adds helpers as cores fall idle.
+            let mut look_again = std::time::Instant::now() + GROW_EVERY;
+            while let Some(indices) = claim() {
+                let values = run(range.start + indices.start..range.start + indices.end);
+                chunks.push((indices.start, values));
+                let now = std::time::Instant::now();
+                if helpers.len() + 1 < at_most && now >= look_again {
+                    let more = idle_cores().min(at_most - 1 - helpers.len());
+                    helpers.extend((0..more).map(|_| scope.spawn(work)));
+                    look_again = now + GROW_EVERY;
+                }
+            }
+        } else {
+            // This thread only waits: working alongside its helpers, it shared its core with
+            // one of them until the scheduler moved the new thread (3.7 -> 4.4 ms for the peer
+            // benchmark's gradient). It adds helpers as cores fall idle; a helper that runs out
+            // of work wakes it.
+            helpers.extend((0..start).map(|_| scope.spawn(work)));
+            while helpers.len() < at_most {
+                std::thread::park_timeout(GROW_EVERY);
+                if next.load(Ordering::Relaxed) >= len || stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let more = idle_cores().min(at_most - helpers.len());
+                helpers.extend((0..more).map(|_| scope.spawn(work)));
+            }
+        }
         for helper in helpers {
             match helper.join() {
                 Ok(more) => chunks.extend(more),
@@ -922,7 +1038,9 @@ impl Ensemble {
         // Each trajectory's slice of `data`, handed to whichever thread runs it.
         let slices: Vec<std::sync::Mutex<&mut [i64]>> =
             data.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
-        let threads = options.threads.unwrap_or_else(worker_threads);
+        let threads = options
+            .threads
+            .map_or_else(thread_budget, ThreadBudget::exactly);
         // Every trajectory reports (the others are cancelled through `stop`): no early stop here.
         let results: Vec<Result<u64, SimError>> = map_range_on(
             threads,
@@ -990,6 +1108,15 @@ mod tests {
                     serial
                 );
             }
+            // Starting on one thread and growing onto idle cores while it runs.
+            let growing = ThreadBudget {
+                start: 1,
+                at_most: 4,
+            };
+            assert_eq!(
+                map_range_on(growing, range.clone(), uneven, |_| false),
+                serial
+            );
         }
     }
 
