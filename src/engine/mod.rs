@@ -826,13 +826,19 @@ fn idle_cores() -> usize {
     }
 }
 
-/// How many threads other than the calling one are runnable right now, machine-wide: the
-/// running count of `/proc/loadavg` ("0.52 0.58 0.59 2/180 4711") less one.
+/// How many threads other than the calling one are runnable right now, machine-wide.
 #[cfg(target_os = "linux")]
 fn busy_cores_elsewhere() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let running = text.split_whitespace().nth(3)?.split('/').next()?;
-    Some(running.parse::<usize>().ok()?.saturating_sub(1))
+    Some(runnable_in_loadavg(&text)?.saturating_sub(1))
+}
+
+/// The running count of a `/proc/loadavg` line ("0.52 0.58 0.59 2/180 4711": 2), which
+/// includes the reader.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn runnable_in_loadavg(text: &str) -> Option<usize> {
+    let (running, _total) = text.split_whitespace().nth(3)?.split_once('/')?;
+    running.parse().ok()
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -1118,6 +1124,24 @@ mod tests {
                 serial
             );
         }
+    }
+
+    #[test]
+    fn the_running_count_is_read_from_loadavg() {
+        assert_eq!(runnable_in_loadavg("0.52 0.58 0.59 2/180 4711\n"), Some(2));
+        assert_eq!(runnable_in_loadavg("0.00 0.01 0.05 1/65 999"), Some(1));
+        assert_eq!(runnable_in_loadavg("0.52 0.58 0.59"), None);
+        assert_eq!(runnable_in_loadavg("0.52 0.58 0.59 x/180 4711"), None);
+        assert_eq!(runnable_in_loadavg(""), None);
+    }
+
+    /// On Linux the calling thread itself is runnable, so the count is there and at least one.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_machine_reports_its_runnable_threads() {
+        let text = std::fs::read_to_string("/proc/loadavg").unwrap();
+        assert!(runnable_in_loadavg(&text).is_some_and(|k| k >= 1), "{text}");
+        assert!(worker_threads() >= 1);
     }
 
     /// A panic in a worker reaches the caller.
