@@ -223,7 +223,50 @@ fn oversized_expressions_are_diagnosed_not_crashed() {
                 assert_eq!(d.code, "rxn::too_large", "{}", d.message);
                 assert!(d.help.is_some());
             }
-            // Just under the limit, the whole pipeline (checker, code generator) copes.
+            // Definitions substituted into one another: too deep, and too many operations.
+            let chain = |n: usize, step: &str| {
+                let lines: Vec<String> = (1..n)
+                    .map(|i| {
+                        format!(
+                            "observable o{i} = {}",
+                            step.replace("PREV", &format!("o{}", i - 1))
+                        )
+                    })
+                    .collect();
+                format!(
+                    "species A = 1\nparam k = 1\nobservable o0 = A\n{}\nA -> 0 @= k * o{}\n",
+                    lines.join("\n"),
+                    n - 1
+                )
+            };
+            for text in [chain(20_000, "PREV + A"), chain(40, "PREV * PREV + 1")] {
+                let err = Model::parse("big.rxn", &text).unwrap_err();
+                assert_eq!(err.diagnostics.len(), 1);
+                assert_eq!(
+                    err.diagnostics[0].code, "rxn::too_large",
+                    "{}",
+                    err.diagnostics[0].message
+                );
+            }
+            // Each observable within the limit, but a thousand copies of a large one in all.
+            let copies: String = (0..1000)
+                .map(|i| format!("observable copy{i} = o11 + A\n"))
+                .collect();
+            let text = chain(12, "PREV * PREV * 0.5") + &copies;
+            let err = Model::parse("big.rxn", &text).unwrap_err();
+            assert_eq!(err.diagnostics.len(), 1);
+            assert!(
+                err.diagnostics[0].message.contains("in all"),
+                "{}",
+                err.diagnostics[0].message
+            );
+            // Just under the limits, the whole pipeline (checker, code generator) copes.
+            let depth = rxnc::syntax::MAX_INLINED_DEPTH;
+            for text in [chain(depth - 5, "PREV + A"), chain(12, "PREV * PREV * 0.5")] {
+                let model = Model::parse("big.rxn", &text)
+                    .unwrap_or_else(|e| panic!("{}", e.render(Style::Plain)));
+                rxnc::jit::CompiledModel::new(&model.ir).unwrap();
+            }
             let parts = limit / 2 - 2;
             for body in [
                 format!("A -> 0 @ {}", vec!["A"; parts].join("+")),

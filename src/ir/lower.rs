@@ -72,6 +72,31 @@ impl Ctx {
     }
 }
 
+/// What [`within_limits`](Lowerer::within_limits) checks.
+#[derive(Clone, Copy)]
+enum Substituted<'n> {
+    Constant(&'n str),
+    Observable(&'n str),
+    Rate,
+}
+
+impl Substituted<'_> {
+    fn name(self) -> String {
+        match self {
+            Substituted::Constant(name) => format!("constant `{name}`"),
+            Substituted::Observable(name) => format!("observable `{name}`"),
+            Substituted::Rate => "this rate".into(),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Substituted::Rate => "this rate",
+            _ => "defined here",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Progress {
     #[default]
@@ -92,6 +117,11 @@ struct Lowerer<'a> {
     const_progress: Vec<Progress>,
     obs_exprs: Vec<Option<Expr>>,
     obs_progress: Vec<Progress>,
+    /// Whether the definition being resolved uses one that was too large to inline (reported
+    /// once, where it is defined).
+    uses_too_large: bool,
+    /// The nodes of the rates and observables so far (see [`MAX_COMPILED_NODES`]).
+    compiled_nodes: usize,
     param_values: Vec<Option<f64>>,
     param_progress: Vec<Progress>,
     /// Names being resolved, innermost last, to describe cycles.
@@ -406,7 +436,11 @@ impl<'a> Lowerer<'a> {
 
     fn const_expr(&mut self, i: usize, use_span: Span) -> Expr {
         match self.const_progress[i] {
-            Progress::Done => return self.const_exprs[i].clone().unwrap_or(Expr::Num(f64::NAN)),
+            Progress::Done => {
+                let e = self.const_exprs[i].clone();
+                self.uses_too_large |= e.is_none();
+                return e.unwrap_or(Expr::Num(f64::NAN));
+            }
             Progress::Active => {
                 self.cycle(&self.consts[i].name.name.clone(), use_span);
                 return Expr::Num(f64::NAN);
@@ -416,19 +450,26 @@ impl<'a> Lowerer<'a> {
         let d = self.consts[i];
         self.const_progress[i] = Progress::Active;
         self.stack.push(d.name.name.clone());
+        let outer = std::mem::take(&mut self.uses_too_large);
         let e = match &d.value {
             Some(v) => self.resolve(v, Ctx::Const),
             None => Expr::Num(f64::NAN),
         };
         self.stack.pop();
+        let e = self.within_limits(e, Substituted::Constant(&d.name.name), d.name.span);
+        self.uses_too_large |= outer;
         self.const_progress[i] = Progress::Done;
-        self.const_exprs[i] = Some(e.clone());
-        e
+        self.const_exprs[i] = e.clone();
+        e.unwrap_or(Expr::Num(f64::NAN))
     }
 
     fn observable_expr(&mut self, i: usize, use_span: Span) -> Expr {
         match self.obs_progress[i] {
-            Progress::Done => return self.obs_exprs[i].clone().unwrap_or(Expr::Num(f64::NAN)),
+            Progress::Done => {
+                let e = self.obs_exprs[i].clone();
+                self.uses_too_large |= e.is_none();
+                return e.unwrap_or(Expr::Num(f64::NAN));
+            }
             Progress::Active => {
                 self.cycle(&self.observables[i].name.name.clone(), use_span);
                 return Expr::Num(f64::NAN);
@@ -438,14 +479,61 @@ impl<'a> Lowerer<'a> {
         let d = self.observables[i];
         self.obs_progress[i] = Progress::Active;
         self.stack.push(d.name.name.clone());
+        let outer = std::mem::take(&mut self.uses_too_large);
         let e = match &d.value {
             Some(v) => self.resolve(v, Ctx::Observable),
             None => Expr::Num(f64::NAN),
         };
         self.stack.pop();
+        let e = self.within_limits(e, Substituted::Observable(&d.name.name), d.name.span);
+        self.uses_too_large |= outer;
         self.obs_progress[i] = Progress::Done;
-        self.obs_exprs[i] = Some(e.clone());
-        e
+        self.obs_exprs[i] = e.clone();
+        e.unwrap_or(Expr::Num(f64::NAN))
+    }
+
+    /// `e`, or `None` and a diagnostic if it is too large once the constants and observables it
+    /// uses are substituted. `None` also when it uses a definition already found too large (one
+    /// mistake, one report): those who use it get a small placeholder instead.
+    fn within_limits(&mut self, e: Expr, what: Substituted<'_>, span: Span) -> Option<Expr> {
+        use crate::syntax::{MAX_COMPILED_NODES, MAX_INLINED_DEPTH, MAX_INLINED_NODES};
+        // Constants are compiled only where they are used (in rates and observables).
+        // Past the total, it is reported once.
+        let counted =
+            !matches!(what, Substituted::Constant(_)) && self.compiled_nodes <= MAX_COMPILED_NODES;
+        if self.uses_too_large {
+            return None;
+        }
+        let (nodes, depth) = e.extent();
+        let problem = if nodes > MAX_INLINED_NODES {
+            format!("{nodes} operations, more than the {MAX_INLINED_NODES} allowed")
+        } else if depth > MAX_INLINED_DEPTH {
+            format!("{depth} levels deep, more than the {MAX_INLINED_DEPTH} allowed")
+        } else if counted && self.compiled_nodes + nodes > MAX_COMPILED_NODES {
+            self.compiled_nodes += nodes;
+            format!(
+                "with it, the rates and observables come to more than the {MAX_COMPILED_NODES} operations allowed in all"
+            )
+        } else {
+            self.compiled_nodes += if counted { nodes } else { 0 };
+            return Some(e);
+        };
+        self.diags.push(
+            Diagnostic::new(
+                "rxn::too_large",
+                format!(
+                    "{} is too large to compile once the constants and observables it uses are substituted: {problem}",
+                    what.name()
+                ),
+                span,
+                what.label(),
+            )
+            .with_help(
+                "every use of a constant or observable copies its whole definition: write `o^2` rather than `o * o`, and use fewer definitions built one on another",
+            ),
+        );
+        self.uses_too_large = true;
+        None
     }
 
     fn cycle(&mut self, name: &str, span: Span) {
@@ -803,7 +891,15 @@ impl<'a> Lowerer<'a> {
         let reactants = self.complex(&r.reactants);
         let products = self.complex(&r.products);
         let want = if r.reversible { 2 } else { 1 };
-        let rates: Vec<Expr> = r.rates.iter().map(|e| self.resolve(e, Ctx::Rate)).collect();
+        let rates: Vec<Expr> = (r.rates.iter())
+            .map(|e| {
+                let outer = std::mem::take(&mut self.uses_too_large);
+                let rate = self.resolve(e, Ctx::Rate);
+                let rate = self.within_limits(rate, Substituted::Rate, e.span);
+                self.uses_too_large = outer;
+                rate.unwrap_or(Expr::Num(f64::NAN))
+            })
+            .collect();
         if rates.len() != want {
             let (message, help) = if r.reversible {
                 (

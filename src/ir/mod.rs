@@ -112,6 +112,22 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// The number of nodes and the depth of the expression (a lone number: 1 and 1).
+    pub fn extent(&self) -> (usize, usize) {
+        let below = |(nodes, depth): (usize, usize), child: &Expr| {
+            let (n, d) = child.extent();
+            (nodes + n, depth.max(d + 1))
+        };
+        match self {
+            Expr::Num(_) | Expr::Species(_) | Expr::Param(_) | Expr::Time | Expr::Choose(..) => {
+                (1, 1)
+            }
+            Expr::Neg(a) => below((1, 1), a),
+            Expr::Bin(_, a, b) => below(below((1, 1), a), b),
+            Expr::Call(_, args) => args.iter().fold((1, 1), below),
+        }
+    }
+
     /// Evaluates the expression on a state, parameter vector and time (the reference semantics the
     /// JIT is tested against).
     pub fn eval(&self, x: &[f64], p: &[f64], t: f64) -> f64 {

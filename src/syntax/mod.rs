@@ -88,6 +88,24 @@ pub fn parse_expr(text: &str) -> Result<Expr, Diagnostic> {
 /// leaving room for any rate law a person or a converter writes.
 pub const MAX_EXPRESSION_NODES: usize = 2000;
 
+/// The most nodes an expression may have once the constants and observables it uses are
+/// substituted into it (the IR inlines them). Each use copies a whole definition, so a chain of
+/// definitions that each use the previous one twice doubles at every step; without this limit
+/// a few dozen lines exhausted memory. The symbolic derivatives of such an expression are larger
+/// still, and the code generator's time grows with both.
+pub const MAX_INLINED_NODES: usize = 20_000;
+
+/// The most nodes all rates and observables together may have once constants and observables
+/// are substituted: each definition within [`MAX_INLINED_NODES`], but thousands of them, would
+/// still take gigabytes and minutes to compile (a chain of 1 000 observables, each the previous
+/// one plus a species, comes to 1 M nodes and compiles in 0.2 s).
+pub const MAX_COMPILED_NODES: usize = 5_000_000;
+
+/// The deepest an expression may nest once constants and observables are substituted: the IR's
+/// passes recurse, and this depth is within what the parser already allows one expression
+/// ([`MAX_EXPRESSION_NODES`] nodes, so at most that deep).
+pub const MAX_INLINED_DEPTH: usize = MAX_EXPRESSION_NODES;
+
 /// The deepest nesting of parentheses allowed. The parser recurses on each level.
 pub const MAX_NESTING: usize = 64;
 
