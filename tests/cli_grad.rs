@@ -350,7 +350,25 @@ fn bad_options_are_input_errors() {
     let missing = dir.join("missing.rxn");
     let missing = missing.to_str().unwrap();
     let broken = write(&dir, "broken.rxn", "species X\nparam k = 1\nX -> Y @ k\n");
+    // Simulates, but its derivative comes to 121 k operations.
+    let tower = write(
+        &dir,
+        "tower.rxn",
+        &format!(
+            "species X = 1\nparam k = 1\nX -> 0 @ k * {}\n",
+            vec!["X"; 200].join("^")
+        ),
+    );
     let cases: Vec<(&str, Run, Vec<&str>)> = vec![
+        (
+            "derivatives too large",
+            grad(&tower, "mean(X)", "1", "10", &[]),
+            vec![
+                "rxn::too_large",
+                "partial derivatives of reaction `R1`",
+                "tower.rxn:3",
+            ],
+        ),
         (
             "t-end 0",
             grad(&bd, "mean(X)", "0", "10", &[]),

@@ -108,7 +108,7 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
     }
     super::set_threads(args.threads)?;
     let compiled = CompiledModel::with_kernels(&model.ir, estimator.kernels())
-        .map_err(|e| Failure::Internal(e.to_string()))?;
+        .map_err(|e| super::simulate::compile_failure(&model, e))?;
     let params = model.ir.param_values();
     let options = GradOptions {
         t_end: args.t_end,

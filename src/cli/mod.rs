@@ -221,7 +221,7 @@ fn check(args: CheckArgs) -> Result<(), Failure> {
         Emit::Summary => model.ir.summary(),
         Emit::Ir => model.ir.ir_dump(),
         Emit::Clif => crate::jit::CompiledModel::with_clif(&model.ir)
-            .map_err(|e| Failure::Internal(e.to_string()))?
+            .map_err(|e| simulate::compile_failure(&model, e))?
             .clif
             .clone()
             .unwrap_or_default(),

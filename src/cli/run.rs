@@ -229,7 +229,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|p| PendingFile::create(p, "--plot"))
         .transpose()?;
-    let compiled = CompiledModel::new(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
+    let compiled =
+        CompiledModel::new(&model.ir).map_err(|e| super::simulate::compile_failure(&model, e))?;
     let options = FitOptions {
         steps: args.steps,
         trajectories: args.trajectories,

@@ -104,6 +104,22 @@ pub fn sim_failure(model: &Model, e: SimError) -> Failure {
     }
 }
 
+/// The command-line failure for a model that did not compile: a diagnostic at the rate whose
+/// derivatives are too large, else an internal error.
+pub fn compile_failure(model: &Model, e: crate::jit::JitError) -> Failure {
+    let too_large = e.too_large_reaction();
+    match too_large.and_then(|name| model.ir.reactions.iter().find(|r| r.name == name)) {
+        Some(r) => {
+            let d = Diagnostic::new("rxn::too_large", e.to_string(), rate_span(model, r), "this rate")
+                .with_help(
+                    "gradients need these derivatives, and they grow with the rate's nesting (a tower of powers, a function of a function): simplify the rate law; rxnc simulate does not need them",
+                );
+            model_diagnostic(model, d)
+        }
+        None => Failure::Internal(e.to_string()),
+    }
+}
+
 /// Where the rate of reaction channel `r` is written: the expression after `@` or `@=` (the second
 /// of two for the reverse channel of a reversible reaction). Falls back to the whole statement.
 fn rate_span(model: &Model, r: &crate::ir::Reaction) -> Span {
@@ -257,7 +273,7 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         .transpose()?;
 
     let compiled =
-        CompiledModel::for_simulation(&model.ir).map_err(|e| Failure::Internal(e.to_string()))?;
+        CompiledModel::for_simulation(&model.ir).map_err(|e| compile_failure(&model, e))?;
     let params = model.ir.param_values();
     let options = SimOptions {
         t_end: args.t_end,

@@ -105,14 +105,34 @@ impl PartialsPattern {
 mod cache;
 pub use cache::set_code_cache;
 
-/// Compiling a model failed (an internal error: every checked model should compile).
+/// Compiling a model failed: an internal error (every checked model should compile), or, with
+/// [`JitError::too_large_reaction`], a model whose derivative kernels would be too large.
 #[derive(Debug, thiserror::Error)]
-#[error("JIT compilation failed: {0}")]
-pub struct JitError(String);
+#[error("{message}")]
+pub struct JitError {
+    message: String,
+    too_large: Option<String>,
+}
+
+impl JitError {
+    /// The reaction whose partial derivatives come to more than [`MAX_DERIVATIVE_NODES`]
+    /// operations, when that is why: then the model, not rxnc, is the cause.
+    pub fn too_large_reaction(&self) -> Option<&str> {
+        self.too_large.as_deref()
+    }
+}
 
 fn jit_err(e: impl std::fmt::Display) -> JitError {
-    JitError(e.to_string())
+    JitError {
+        message: format!("JIT compilation failed: {e}"),
+        too_large: None,
+    }
 }
+
+/// The most operations the partial derivatives of one reaction's propensity may come to. A tower
+/// of 1000 powers (`A^A^...^A`, within the parser's limits) differentiates into 3 M operations,
+/// which took 16 s and 4 GB to compile.
+pub const MAX_DERIVATIVE_NODES: usize = 100_000;
 
 extern "C" fn rxnc_exp(x: f64) -> f64 {
     x.exp()
@@ -436,7 +456,7 @@ impl CompiledModel {
             .then(|| generator.observables(clif.as_mut()))
             .transpose()?;
         let (outputs, pattern) = if kernels.partials {
-            let outputs = partial_outputs(model);
+            let outputs = partial_outputs(model)?;
             let pattern = partials_pattern(model, &outputs);
             (outputs, pattern)
         } else {
@@ -808,10 +828,14 @@ enum PartialOutput {
 
 /// Every structurally non-zero partial derivative of the propensities: (output array, byte
 /// offset in it, reaction, variable index, expression), by reaction.
-fn partial_outputs(model: &ir::Model) -> Vec<(PartialOutput, i32, usize, usize, Expr)> {
+#[allow(clippy::type_complexity)]
+fn partial_outputs(
+    model: &ir::Model,
+) -> Result<Vec<(PartialOutput, i32, usize, usize, Expr)>, JitError> {
     let (np, ns) = (model.params.len(), model.species.len());
     let mut outputs = Vec::new();
     for (k, r) in model.reactions.iter().enumerate() {
+        let before = outputs.len();
         for q in 0..np {
             let d = ir::derive(&r.propensity, ir::Var::Param(q));
             if !ir::is_zero(&d) {
@@ -828,8 +852,18 @@ fn partial_outputs(model: &ir::Model) -> Vec<(PartialOutput, i32, usize, usize, 
         if !ir::is_zero(&d) {
             outputs.push((PartialOutput::Time, (8 * k) as i32, k, 0, d));
         }
+        let nodes: usize = outputs[before..].iter().map(|o| o.4.extent().0).sum();
+        if nodes > MAX_DERIVATIVE_NODES {
+            return Err(JitError {
+                message: format!(
+                    "the partial derivatives of reaction `{}`'s rate come to {nodes} operations, more than the {MAX_DERIVATIVE_NODES} the gradient code may have",
+                    r.name
+                ),
+                too_large: Some(r.name.clone()),
+            });
+        }
     }
-    outputs
+    Ok(outputs)
 }
 
 fn partials_pattern(
