@@ -767,13 +767,13 @@ pub fn worker_threads() -> usize {
 
 /// How many threads an ensemble starts on, and how many it may grow to while it runs.
 ///
-/// Unless the user set a number, an ensemble starts on one thread per idle core and adds one
-/// when another core falls idle. A core is idle if the system's count of runnable threads,
+/// Unless the user set a number, an ensemble starts on one thread per idle core and adds
+/// threads when more cores fall idle. A core is idle if the system's count of runnable threads,
 /// without the calling one, leaves it free (Linux: `/proc/loadavg`; elsewhere every core counts
 /// as idle). A thread started on a core that another process keeps busy only takes turns with
 /// it, and the ensemble waits for its last trajectory: with one of two cores kept busy, the peer
-/// benchmark's gradient took 3.9–4.0 ms on two threads and 3.6–3.7 ms on one
-/// (docs/performance.md).
+/// benchmark's gradient took 0.2–0.3 ms longer on two threads than on one (3.9–4.3 against
+/// 3.6–4.1 ms in four alternating comparisons, docs/performance.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ThreadBudget {
     start: usize,

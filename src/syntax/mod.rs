@@ -98,7 +98,7 @@ pub const MAX_INLINED_NODES: usize = 20_000;
 /// The most nodes all rates and observables together may have once constants and observables
 /// are substituted: each definition within [`MAX_INLINED_NODES`], but thousands of them, would
 /// still take gigabytes and minutes to compile (a chain of 1 000 observables, each the previous
-/// one plus a species, comes to 1 M nodes and compiles in 0.2 s).
+/// one plus a species, comes to 1 M nodes; `rxnc simulate` on it took 0.2 s and 150 MB).
 pub const MAX_COMPILED_NODES: usize = 5_000_000;
 
 /// The deepest an expression may nest once constants and observables are substituted: the IR's
