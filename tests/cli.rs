@@ -334,7 +334,17 @@ fn simulate_rejects_bad_numbers() {
         (vec!["--t-end", "1", "--every", "1e-12"], "10^8"),
         (vec!["--t-end", "1e300", "--every", "1e-300"], "10^8"),
         (vec!["--t-end", "1", "--every", "-1e-9"], "--every"),
-        (vec!["--t-end", "10", "-n", "100000000000"], "memory"),
+        (
+            vec![
+                "--t-end",
+                "10",
+                "-n",
+                "100000000000",
+                "--plot",
+                "/dev/null/p.svg",
+            ],
+            "memory",
+        ),
     ] {
         let mut all = vec!["simulate", bd.as_str()];
         all.extend(args.iter().copied());
@@ -524,6 +534,56 @@ fn simulate_writes_out_and_stats_files() {
         .collect();
     names.sort();
     assert_eq!(names, ["stats.csv", "traj.csv"]);
+}
+
+/// Trajectories are summarised (and written) as they finish, so memory does not grow with the
+/// ensemble: 13 000 trajectories sampled at 10 001 times would be 1 GB of counts if kept.
+#[cfg(target_os = "linux")]
+#[test]
+fn simulate_memory_does_not_grow_with_the_ensemble() {
+    let dir = scratch("streaming");
+    let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+    let n = 13_000;
+    #[allow(
+        clippy::zombie_processes,
+        reason = "reaped below with wait4, for its peak memory"
+    )]
+    let child = Command::new(BIN)
+        .args(["simulate", s(&example("birth_death.rxn")), "--t-end", "100"])
+        .args(["--every", "0.01", "-n", &n.to_string(), "--stats", "s.csv"])
+        .current_dir(&dir)
+        .env("RXNC_CACHE_DIR", "off")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    // wait4 rather than Child::wait, for this child's peak resident memory.
+    let mut status = 0;
+    // SAFETY: rusage is plain data, zero is a valid value of it; the pid is our child's.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(waited, child.id() as i32);
+    let errors = std::fs::read_to_string(dir.join("stderr")).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{errors}"
+    );
+    let peak_mb = usage.ru_maxrss / 1024;
+    assert!(peak_mb < 200, "peak resident memory {peak_mb} MB");
+    // The statistics are those of the whole ensemble: X(100) is Poisson(10).
+    let stats = std::fs::read_to_string(dir.join("s.csv")).unwrap();
+    let rows = lines(&stats);
+    assert_eq!(rows.len(), 1 + 10_001);
+    let last: Vec<&str> = rows[10_001].split(',').collect();
+    assert_eq!(last[..2], ["100", "X"]);
+    let (mean, sd): (f64, f64) = (last[2].parse().unwrap(), last[3].parse().unwrap());
+    let z = (mean - 10.0) / (10f64.sqrt() / (n as f64).sqrt());
+    assert!(z.abs() < 4.0, "mean {mean}, z = {z}");
+    // The sample sd's standard error, sqrt((mu4 - sigma^4) / (4 sigma^2 n)), with Poisson's
+    // fourth central moment mu4 = lambda (1 + 3 lambda).
+    let se_sd = ((10.0 * 31.0 - 100.0) / (4.0 * 10.0 * n as f64)).sqrt();
+    let z = (sd - 10f64.sqrt()) / se_sd;
+    assert!(z.abs() < 4.0, "sd {sd}, z = {z}");
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! `rxnc simulate`.
 
-use super::output::{PendingFile, stdout_error};
+use super::output::PendingFile;
 use super::{Failure, model_diagnostic};
 use crate::Model;
 use crate::diagnostics::Diagnostic;
-use crate::engine::{Ensemble, SimError, SimOptions, write_trajectories};
+use crate::engine::{
+    BatchError, Ensemble, EnsembleMoments, SimError, SimOptions, TrajectoryWriter,
+};
 use crate::jit::CompiledModel;
 use crate::syntax::ast::Span;
 use std::io::Write;
@@ -175,8 +177,25 @@ pub fn num(x: f64) -> String {
     }
 }
 
-/// The largest ensemble `simulate` keeps in memory: 64 GiB of counts.
-const MAX_ENSEMBLE_BYTES: f64 = 64.0 * (1u64 << 30) as f64;
+/// The memory `simulate` may use where the machine's cannot be read.
+const MAX_MEMORY_BYTES: f64 = 64.0 * (1u64 << 30) as f64;
+
+/// The machine's physical memory in bytes.
+fn physical_memory() -> Option<f64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions; it returns -1 for what it does not know.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        (pages > 0 && size > 0).then_some(pages as f64 * size as f64)
+    }
+    #[cfg(not(unix))]
+    None
+}
 
 pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     let model = Model::load(&args.file)?;
@@ -209,21 +228,35 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             "choose a larger --every",
         ));
     }
-    // The ensemble is kept in memory (a count per trajectory, sampling time and species): refuse
-    // sizes that cannot fit rather than abort when the allocation fails.
-    let cells = (args.trajectories as f64)
-        * ((args.t_end / every).floor() + 2.0)
-        * model.ir.species.len().max(1) as f64;
-    if cells * 8.0 > MAX_ENSEMBLE_BYTES {
+    // Memory holds a batch of at least one trajectory's samples, the statistics' accumulators and
+    // what the figure draws, not the ensemble: refuse what cannot fit rather than be killed.
+    let times = (args.t_end / every).floor() + 2.0;
+    let species = model.ir.species.len() as f64;
+    let values = species + model.ir.observables.len() as f64;
+    let mut bytes = times * species * 8.0;
+    if args.stats.is_some() || args.plot.is_some() {
+        bytes += times * (32.0 * species + 16.0 * values);
+    }
+    if args.plot.is_some() {
+        bytes += times * values * 8.0 * 10.0 + args.trajectories as f64 * values * 8.0;
+    }
+    let memory = physical_memory().unwrap_or(MAX_MEMORY_BYTES);
+    if bytes > memory {
+        let finals = args.plot.is_some() && args.trajectories as f64 * values * 8.0 > memory / 2.0;
         return Err(Failure::input(
             format!(
-                "{} trajectories sampled every {} up to {} would need about {:.0} GB of memory",
+                "{} trajectories sampled every {} up to {} would need about {:.1} GB of memory, more than the {:.1} GB there is",
                 args.trajectories,
                 num(every),
                 num(args.t_end),
-                cells * 8.0 / 1e9
+                bytes / 1e9,
+                memory / 1e9
             ),
-            "use fewer trajectories (-n) or a larger sampling interval (--every)",
+            if finals {
+                "the figure keeps every trajectory's last values: use fewer trajectories (-n) or leave out --plot"
+            } else {
+                "trajectories are written as they finish, but each keeps its samples until then: choose a larger sampling interval (--every)"
+            },
         ));
     }
     if args.max_events == 0 {
@@ -291,31 +324,74 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let ensemble = Ensemble::run_observed(&compiled, &params, &options, &|| bar.inc(1));
-    bar.finish_and_clear();
-    let ensemble = ensemble.map_err(|e| sim_failure(&model, e))?;
 
-    let csv_failure = |e: csv::Error| match e.kind() {
-        csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe => None,
-        _ => Some(Failure::Internal(format!("cannot write output: {e}"))),
-    };
-    if let Some(f) = out_file.as_mut() {
-        write_trajectories(f.writer(), &ensemble, &compiled, &params)
-            .map_err(|e| csv_failure(e).unwrap_or(Failure::Internal("broken pipe".into())))?;
+    // The ensemble is simulated and written a batch of trajectories at a time, so that memory
+    // holds one batch and the statistics' accumulators, not the ensemble.
+    let times = options.grid();
+    let batch = batch_size(times.len() * model.ir.species.len());
+    let to_stdout = args.out.is_none() && args.stats.is_none() && args.plot.is_none();
+    let stdout = std::io::stdout();
+    let mut rows = match (&mut out_file, to_stdout) {
+        (Some(f), _) => Some(Box::new(f.writer()) as Box<dyn Write>),
+        (None, true) => Some(Box::new(std::io::BufWriter::new(stdout.lock())) as Box<dyn Write>),
+        (None, false) => None,
     }
-    if let Some(f) = stats_file.as_mut() {
-        ensemble
-            .write_stats_csv(f.writer(), &compiled, &params)
-            .map_err(|e| {
-                csv_failure(csv::Error::from(e)).unwrap_or(Failure::Internal("broken pipe".into()))
-            })?;
+    .map(|out| TrajectoryWriter::new(out, &compiled));
+    let mut moments = (args.stats.is_some() || args.plot.is_some())
+        .then(|| EnsembleMoments::new(&compiled, &times));
+    let mut figure = args.plot.is_some().then(|| FigureSamples::new(&compiled));
+    let simulated = Ensemble::run_in_batches(
+        &compiled,
+        &params,
+        &options,
+        batch,
+        &|| bar.inc(1),
+        |first, ensemble| {
+            if let Some(w) = rows.as_mut() {
+                // Rows for a terminal would mix with the bar's redrawing unless it steps aside.
+                bar.suspend(|| w.write(first, ensemble, &compiled, &params))
+                    .map_err(Written::Csv)?;
+            }
+            if let Some(m) = moments.as_mut() {
+                m.add(ensemble, &compiled, &params);
+            }
+            if let Some(f) = figure.as_mut() {
+                f.add(ensemble, &compiled, &params);
+            }
+            Ok::<(), Written>(())
+        },
+    );
+    bar.finish_and_clear();
+    match simulated.map(|_| ()).map_err(|e| match e {
+        BatchError::Simulation(e) => Err(e),
+        BatchError::Sink(w) => Ok(w),
+    }) {
+        Ok(()) => {}
+        Err(Err(e)) => return Err(sim_failure(&model, e)),
+        // A closed pipe on standard output (`| head`) ends the run quietly.
+        Err(Ok(w)) if to_stdout && w.is_broken_pipe() => return Ok(()),
+        Err(Ok(w)) => return Err(w.failure(to_stdout)),
     }
-    if let Some(mut f) = plot_file {
+    match rows
+        .as_mut()
+        .map_or(Ok(()), |w| w.flush().map_err(Written::Csv))
+    {
+        Err(w) if to_stdout && w.is_broken_pipe() => return Ok(()),
+        Err(w) => return Err(w.failure(to_stdout)),
+        Ok(()) => {}
+    }
+    drop(rows);
+
+    if let (Some(f), Some(m)) = (stats_file.as_mut(), &moments) {
+        m.write_csv(f.writer())
+            .map_err(|e| Written::Io(e).failure(false))?;
+    }
+    if let (Some(mut f), Some(samples), Some(m)) = (plot_file, figure, &moments) {
         let path = args
             .plot
             .as_deref()
             .unwrap_or(std::path::Path::new("plot.svg"));
-        let bytes = plot_ensemble(&ensemble, &compiled, &params)
+        let bytes = crate::driver::plot::trajectories_svg(&samples.figure(m))
             .and_then(|svg| crate::driver::plot::figure_bytes(path, svg))
             .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
         f.writer()
@@ -329,18 +405,44 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     if let Some(f) = stats_file {
         f.commit()?;
     }
-    if args.out.is_none() && args.stats.is_none() && args.plot.is_none() {
-        let stdout = std::io::stdout();
-        let mut lock = std::io::BufWriter::new(stdout.lock());
-        if let Err(e) = write_trajectories(&mut lock, &ensemble, &compiled, &params) {
-            if let Some(f) = csv_failure(e) {
-                return Err(f);
-            }
-            return Ok(());
-        }
-        lock.flush().or_else(stdout_error)?;
-    }
     Ok(())
+}
+
+/// The memory a batch of trajectories' samples may take; below it a whole ensemble is one batch.
+const BATCH_BYTES: usize = 64 << 20;
+
+/// Trajectories per batch when each keeps `cells` counts.
+fn batch_size(cells: usize) -> usize {
+    (BATCH_BYTES / (cells.max(1) * std::mem::size_of::<i64>())).max(1)
+}
+
+/// A failed write of `simulate`'s outputs.
+enum Written {
+    Csv(csv::Error),
+    Io(std::io::Error),
+}
+
+impl Written {
+    fn is_broken_pipe(&self) -> bool {
+        match self {
+            Written::Csv(e) => {
+                matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+            }
+            Written::Io(e) => e.kind() == std::io::ErrorKind::BrokenPipe,
+        }
+    }
+
+    fn failure(self, to_stdout: bool) -> Failure {
+        let whence = if to_stdout {
+            "to standard output"
+        } else {
+            "output"
+        };
+        match self {
+            Written::Csv(e) => Failure::Internal(format!("cannot write {whence}: {e}")),
+            Written::Io(e) => Failure::Internal(format!("cannot write {whence}: {e}")),
+        }
+    }
 }
 
 /// Figures are SVG or PNG: refuse other extensions before any work is done.
@@ -357,36 +459,96 @@ pub fn check_plot_path(p: &std::path::Path) -> Result<(), Failure> {
     }
 }
 
-/// Species and observables of every trajectory, drawn with the fitting figures' code.
-fn plot_ensemble(
-    ensemble: &Ensemble,
-    compiled: &CompiledModel,
-    params: &[f64],
-) -> Result<String, Box<dyn std::error::Error>> {
-    let model = &compiled.model;
-    let (ns, no) = (model.species.len(), model.observables.len());
-    let names: Vec<String> = model
-        .species
-        .iter()
-        .map(|s| s.name.clone())
-        .chain(model.observables.iter().map(|o| o.name.clone()))
-        .collect();
-    let nt = ensemble.times.len();
-    let mut values = vec![vec![vec![0.0; nt]; ensemble.trajectories]; ns + no];
-    let mut obs = vec![0.0; no];
-    for n in 0..ensemble.trajectories {
-        for (k, &t) in ensemble.times.iter().enumerate() {
-            let x = ensemble.state(n, k);
-            for i in 0..ns {
-                values[i][n][k] = x[i] as f64;
-            }
-            if no > 0 {
-                compiled.observables(x, params, t, &mut obs);
-                for j in 0..no {
-                    values[ns + j][n][k] = obs[j];
+/// What `--plot` needs beyond the moments, gathered batch by batch: the first trajectories'
+/// paths and every trajectory's values at the last time.
+struct FigureSamples {
+    names: Vec<String>,
+    ns: usize,
+    /// `[series][path][time]`.
+    paths: Vec<Vec<Vec<f64>>>,
+    /// `[series][trajectory]`.
+    finals: Vec<Vec<f64>>,
+    obs: Vec<f64>,
+}
+
+impl FigureSamples {
+    /// Sample paths drawn per series.
+    const PATHS: usize = 10;
+
+    fn new(compiled: &CompiledModel) -> Self {
+        let model = &compiled.model;
+        let names: Vec<String> = model
+            .species
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(model.observables.iter().map(|o| o.name.clone()))
+            .collect();
+        FigureSamples {
+            ns: model.species.len(),
+            paths: vec![Vec::new(); names.len()],
+            finals: vec![Vec::new(); names.len()],
+            obs: vec![0.0; model.observables.len()],
+            names,
+        }
+    }
+
+    /// Species then observables of trajectory `n` at time index `k`, one per series.
+    fn values(
+        &mut self,
+        ensemble: &Ensemble,
+        n: usize,
+        k: usize,
+        compiled: &CompiledModel,
+        params: &[f64],
+    ) -> Vec<f64> {
+        let x = ensemble.state(n, k);
+        if !self.obs.is_empty() {
+            compiled.observables(x, params, ensemble.times[k], &mut self.obs);
+        }
+        x.iter()
+            .map(|&c| c as f64)
+            .chain(self.obs.iter().copied())
+            .collect()
+    }
+
+    fn add(&mut self, ensemble: &Ensemble, compiled: &CompiledModel, params: &[f64]) {
+        let nt = ensemble.times.len();
+        for n in 0..ensemble.trajectories {
+            if self.paths.first().is_some_and(|p| p.len() < Self::PATHS) {
+                let mut path = vec![Vec::with_capacity(nt); self.names.len()];
+                for k in 0..nt {
+                    let values = self.values(ensemble, n, k, compiled, params);
+                    for (series, v) in path.iter_mut().zip(values) {
+                        series.push(v);
+                    }
                 }
+                for (series, p) in self.paths.iter_mut().zip(path) {
+                    series.push(p);
+                }
+            }
+            let values = self.values(ensemble, n, nt - 1, compiled, params);
+            for (series, v) in self.finals.iter_mut().zip(values) {
+                series.push(v);
             }
         }
     }
-    crate::driver::plot::trajectories_svg(&names, &ensemble.times, &values, ns)
+
+    fn figure(self, moments: &EnsembleMoments) -> crate::driver::plot::TrajectoryFigure {
+        let nt = moments.times().len();
+        let per_time = |f: &dyn Fn(usize, usize) -> f64| -> Vec<Vec<f64>> {
+            (0..self.names.len())
+                .map(|i| (0..nt).map(|k| f(k, i)).collect())
+                .collect()
+        };
+        crate::driver::plot::TrajectoryFigure {
+            mean: per_time(&|k, i| moments.mean(k, i)),
+            sd: per_time(&|k, i| moments.sd(k, i).unwrap_or(0.0)),
+            times: moments.times().to_vec(),
+            trajectories: moments.trajectories(),
+            in_histogram: self.ns,
+            samples: self.paths,
+            finals: self.finals,
+            names: self.names,
+        }
+    }
 }

@@ -308,16 +308,41 @@ pub fn fit_svg(data: &Data, result: &FitResult, pool: &[Vec<Vec<f64>>]) -> Resul
     Ok(svg)
 }
 
-/// Trajectories as `rxnc simulate --plot` draws them: for each named series, up to 10 sample
-/// paths with the mean ± sd band over all trajectories, then the distribution at the last time of
-/// the first `in_histogram` series (species; observables may live on other scales).
-/// `values[m][n][k]` is series `m` of trajectory `n` at `times[k]`.
-pub fn trajectories_svg(
-    names: &[String],
-    times: &[f64],
-    values: &[Vec<Vec<f64>>],
-    in_histogram: usize,
-) -> Result<String, Failed> {
+/// What `rxnc simulate --plot` draws, per named series (species, then observables): the mean ±
+/// sd band over all trajectories, a few sample paths, and the distribution at the last time.
+#[derive(Debug, Clone, Default)]
+pub struct TrajectoryFigure {
+    /// Series names.
+    pub names: Vec<String>,
+    /// Sampling times.
+    pub times: Vec<f64>,
+    /// Mean and standard deviation over the trajectories, `[series][time]`.
+    pub mean: Vec<Vec<f64>>,
+    /// See `mean`.
+    pub sd: Vec<Vec<f64>>,
+    /// Sample paths drawn thin, `[series][path][time]` (up to 10 are drawn).
+    pub samples: Vec<Vec<Vec<f64>>>,
+    /// Every trajectory's value at the last time, `[series][trajectory]`.
+    pub finals: Vec<Vec<f64>>,
+    /// Number of trajectories summarised.
+    pub trajectories: usize,
+    /// The histogram shows the first this many series (species; observables may live on other
+    /// scales).
+    pub in_histogram: usize,
+}
+
+/// Draws a [`TrajectoryFigure`]: one panel per series, then the distribution at the last time.
+pub fn trajectories_svg(figure: &TrajectoryFigure) -> Result<String, Failed> {
+    let TrajectoryFigure {
+        names,
+        times,
+        mean,
+        sd,
+        samples,
+        finals,
+        trajectories,
+        in_histogram,
+    } = figure;
     let mut svg = String::new();
     {
         let panels = names.len() + 1;
@@ -328,41 +353,30 @@ pub fn trajectories_svg(
         let areas = root.split_evenly((rows, cols));
         for (m, name) in names.iter().enumerate() {
             let color = PALETTE[m % PALETTE.len()];
-            let (mean, sd): (Vec<f64>, Vec<f64>) = (0..times.len())
-                .map(|k| {
-                    let col: Vec<f64> = values[m].iter().map(|tr| tr[k]).collect();
-                    let (mu, v) = mean_var(&col);
-                    (mu, v.sqrt())
-                })
-                .unzip();
-            let samples: Vec<(RGBColor, Vec<f64>)> = values[m]
+            let paths: Vec<(RGBColor, Vec<f64>)> = samples[m]
                 .iter()
                 .take(10)
-                .map(|tr| (color, tr.clone()))
+                .map(|path| (color, path.clone()))
                 .collect();
             bands(
                 &areas[m],
-                &format!("{name}: {} trajectories, mean ± sd", values[m].len()),
+                &format!("{name}: {trajectories} trajectories, mean ± sd"),
                 times,
                 &[Band {
                     name: "mean ± sd",
                     color,
-                    mean,
-                    sd,
+                    mean: mean[m].clone(),
+                    sd: sd[m].clone(),
                     points: false,
                 }],
-                &samples,
+                &paths,
             )?;
         }
         let last = times.len().saturating_sub(1);
-        let finals: Vec<Vec<f64>> = values
-            .iter()
-            .map(|series| series.iter().map(|tr| tr[last]).collect())
-            .collect();
         let series: Vec<(&str, RGBColor, &[f64])> = names
             .iter()
-            .zip(&finals)
-            .take(in_histogram.max(1))
+            .zip(finals)
+            .take((*in_histogram).max(1))
             .enumerate()
             .map(|(m, (n, v))| (n.as_str(), PALETTE[m % PALETTE.len()], v.as_slice()))
             .collect();

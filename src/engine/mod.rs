@@ -8,7 +8,7 @@
 
 mod output;
 
-pub use output::{StatRow, write_stats, write_trajectories};
+pub use output::{EnsembleMoments, StatRow, TrajectoryWriter, write_stats, write_trajectories};
 
 use crate::jit::CompiledModel;
 use rand::{Rng, SeedableRng};
@@ -995,6 +995,15 @@ pub struct Ensemble {
     pub events: u64,
 }
 
+/// Why [`Ensemble::run_in_batches`] stopped.
+#[derive(Debug)]
+pub enum BatchError<E> {
+    /// A trajectory failed (or the options are invalid).
+    Simulation(SimError),
+    /// The sink refused a batch.
+    Sink(E),
+}
+
 impl Ensemble {
     /// Runs `options.trajectories` exact trajectories in parallel.
     pub fn run(
@@ -1016,12 +1025,74 @@ impl Ensemble {
         if let Some(why) = wrong_param_count(compiled, params) {
             return Err(SimError::Options(why));
         }
+        Self::run_range(compiled, params, options, 0..options.trajectories, done)
+    }
+
+    /// Runs the ensemble of `options` in batches of at most `batch` consecutive trajectories and
+    /// hands each batch to `sink` in order, with the index of its first trajectory, so that memory
+    /// holds one batch rather than the whole ensemble (`rxnc simulate` writes millions of
+    /// trajectories this way). The trajectories are the same, bit for bit, as [`Ensemble::run`]'s:
+    /// trajectory `first + n` of the ensemble is trajectory `n` of its batch. Stops at the first
+    /// batch that fails to simulate or that `sink` refuses; returns the number of events.
+    ///
+    /// ```
+    /// use rxnc::engine::{Ensemble, SimOptions};
+    ///
+    /// let model = rxnc::Model::parse("bd.rxn", "species X\n0 -> X @ 10\nX -> 0 @ 1\n").unwrap();
+    /// let compiled = rxnc::jit::CompiledModel::new(&model.ir).unwrap();
+    /// let options = SimOptions { t_end: 5.0, every: 1.0, trajectories: 10, ..SimOptions::default() };
+    /// let whole = Ensemble::run(&compiled, &[], &options).unwrap();
+    /// let mut seen = 0;
+    /// Ensemble::run_in_batches(&compiled, &[], &options, 3, &|| {}, |first, batch| {
+    ///     assert_eq!(first, seen);
+    ///     for n in 0..batch.trajectories {
+    ///         assert_eq!(batch.state(n, 5), whole.state(first + n, 5));
+    ///     }
+    ///     seen += batch.trajectories;
+    ///     Ok::<(), ()>(())
+    /// })
+    /// .unwrap();
+    /// assert_eq!(seen, 10);
+    /// ```
+    pub fn run_in_batches<E>(
+        compiled: &CompiledModel,
+        params: &[f64],
+        options: &SimOptions,
+        batch: usize,
+        done: &(dyn Fn() + Sync),
+        mut sink: impl FnMut(usize, &Ensemble) -> Result<(), E>,
+    ) -> Result<u64, BatchError<E>> {
+        options.validate().map_err(BatchError::Simulation)?;
+        if let Some(why) = wrong_param_count(compiled, params) {
+            return Err(BatchError::Simulation(SimError::Options(why)));
+        }
+        let batch = batch.max(1);
+        let mut events = 0;
+        for first in (0..options.trajectories).step_by(batch) {
+            let range = first..(first + batch).min(options.trajectories);
+            let ensemble = Self::run_range(compiled, params, options, range, done)
+                .map_err(BatchError::Simulation)?;
+            events += ensemble.events;
+            sink(first, &ensemble).map_err(BatchError::Sink)?;
+        }
+        Ok(events)
+    }
+
+    /// The trajectories with indices in `range` (their random streams are keyed by the index).
+    fn run_range(
+        compiled: &CompiledModel,
+        params: &[f64],
+        options: &SimOptions,
+        range: std::ops::Range<usize>,
+        done: &(dyn Fn() + Sync),
+    ) -> Result<Ensemble, SimError> {
         let times = options.grid();
         let ns = compiled.n_species();
         let stop = AtomicBool::new(false);
+        let (first, count) = (range.start, range.len());
         // Each trajectory writes its samples straight into its slice of the ensemble.
-        let mut data = vec![0i64; options.trajectories * times.len() * ns];
-        let chunk = (times.len() * ns).max(1);
+        let per_trajectory = times.len() * ns;
+        let mut data = vec![0i64; count * per_trajectory];
         let work = |(index, out): (usize, &mut [i64])| {
             let mut rng = stream_rng(options.seed, index as u64);
             let run = Trajectory::new(compiled, params, index).and_then(|mut tr| {
@@ -1042,18 +1113,23 @@ impl Ensemble {
             run
         };
         // Each trajectory's slice of `data`, handed to whichever thread runs it.
-        let slices: Vec<std::sync::Mutex<&mut [i64]>> =
-            data.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
+        let mut slices: Vec<std::sync::Mutex<&mut [i64]>> = Vec::with_capacity(count);
+        let mut rest = data.as_mut_slice();
+        for _ in 0..count {
+            let (slice, after) = std::mem::take(&mut rest).split_at_mut(per_trajectory);
+            slices.push(std::sync::Mutex::new(slice));
+            rest = after;
+        }
         let threads = options
             .threads
             .map_or_else(thread_budget, ThreadBudget::exactly);
         // Every trajectory reports (the others are cancelled through `stop`): no early stop here.
         let results: Vec<Result<u64, SimError>> = map_range_on(
             threads,
-            0..slices.len(),
-            |index| {
-                let mut out = slices[index].lock().unwrap_or_else(|e| e.into_inner());
-                work((index, &mut out))
+            0..count,
+            |n| {
+                let mut out = slices[n].lock().unwrap_or_else(|e| e.into_inner());
+                work((first + n, &mut out))
             },
             |_| false,
         );
@@ -1081,7 +1157,7 @@ impl Ensemble {
         Ok(Ensemble {
             times,
             species,
-            trajectories: options.trajectories,
+            trajectories: count,
             data,
             events,
         })

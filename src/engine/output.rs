@@ -61,56 +61,184 @@ pub fn write_trajectories(
     compiled: &CompiledModel,
     params: &[f64],
 ) -> csv::Result<()> {
-    let mut w = csv::Writer::from_writer(out);
-    let mut header = vec!["trajectory".to_string(), "time".to_string()];
-    header.extend(value_names(compiled));
-    w.write_record(&header)?;
-    let mut obs = vec![0.0; compiled.model.observables.len()];
-    let mut f = NumberFormat::new();
-    for n in 0..ensemble.trajectories {
-        for (k, &t) in ensemble.times.iter().enumerate() {
-            let x = ensemble.state(n, k);
-            w.write_field(f.int(n as i64))?;
-            w.write_field(f.float(t))?;
-            for &v in x {
-                w.write_field(f.int(v))?;
-            }
-            if !obs.is_empty() {
-                compiled.observables(x, params, t, &mut obs);
-                for &v in &obs {
-                    w.write_field(f.float(v))?;
-                }
-            }
-            w.write_record(None::<&[u8]>)?;
-        }
-    }
-    w.flush()?;
-    Ok(())
+    let mut w = TrajectoryWriter::new(out, compiled);
+    w.write(0, ensemble, compiled, params)?;
+    w.flush()
 }
 
-/// Means and standard deviations of every species and observable at one time, computed time by
-/// time so that no table of accumulators is allocated (fresh pages cost more than the arithmetic).
+/// Writes the trajectories CSV batch by batch (see [`Ensemble::run_in_batches`]): the header
+/// when created, then the rows of each batch as it comes.
+pub struct TrajectoryWriter<W: Write> {
+    w: csv::Writer<W>,
+    /// The header, until it is written with the first rows (so that a run that fails before
+    /// its first batch writes nothing).
+    header: Option<Vec<String>>,
+    obs: Vec<f64>,
+    f: NumberFormat,
+}
+
+impl<W: Write> TrajectoryWriter<W> {
+    /// A writer whose output starts with the header `trajectory,time,<species...>,
+    /// <observables...>` (written with the first batch, or by [`TrajectoryWriter::flush`]).
+    pub fn new(out: W, compiled: &CompiledModel) -> Self {
+        let mut header = vec!["trajectory".to_string(), "time".to_string()];
+        header.extend(value_names(compiled));
+        TrajectoryWriter {
+            w: csv::Writer::from_writer(out),
+            header: Some(header),
+            obs: vec![0.0; compiled.model.observables.len()],
+            f: NumberFormat::new(),
+        }
+    }
+
+    fn write_header(&mut self) -> csv::Result<()> {
+        if let Some(header) = self.header.take() {
+            self.w.write_record(&header)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows of `batch`, whose first trajectory is trajectory `first` of the ensemble.
+    pub fn write(
+        &mut self,
+        first: usize,
+        batch: &Ensemble,
+        compiled: &CompiledModel,
+        params: &[f64],
+    ) -> csv::Result<()> {
+        self.write_header()?;
+        let (w, f, obs) = (&mut self.w, &mut self.f, &mut self.obs);
+        for n in 0..batch.trajectories {
+            for (k, &t) in batch.times.iter().enumerate() {
+                let x = batch.state(n, k);
+                w.write_field(f.int((first + n) as i64))?;
+                w.write_field(f.float(t))?;
+                for &v in x {
+                    w.write_field(f.int(v))?;
+                }
+                if !obs.is_empty() {
+                    compiled.observables(x, params, t, obs);
+                    for &v in obs.iter() {
+                        w.write_field(f.float(v))?;
+                    }
+                }
+                w.write_record(None::<&[u8]>)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The destination, with everything written to it.
+    pub fn into_inner(mut self) -> csv::Result<W> {
+        self.write_header()?;
+        self.w.into_inner().map_err(|e| e.into_error().into())
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> csv::Result<()> {
+        self.write_header()?;
+        self.w.flush()?;
+        Ok(())
+    }
+}
+
+/// Means and standard deviations of every species and observable at every sampling time,
+/// accumulated over trajectories added in order, a batch at a time (so that an ensemble need not
+/// be kept in memory to summarise it): one set of accumulators per time and value.
 ///
-/// Copy numbers are integers, so their sums and sums of squares are kept exactly (in 128 bits):
-/// the mean S/n and the variance (nQ - S²)/(n(n - 1)) are then rounded once, do not depend on
-/// the order of the trajectories, and repeat across times, which lets the writer reuse their text.
-/// Observables, and counts in the (astronomical) case where the sums would overflow, use Welford's
+/// Copy numbers are integers, so their sums and sums of squares are kept exactly (in 128 and 256
+/// bits, which no count or number of trajectories can overflow): the mean S/n and the variance
+/// (nQ - S²)/(n(n - 1)) are then rounded once, do not depend on the order of the trajectories, and
+/// repeat across times, which lets the writer reuse their text. Observables use Welford's
 /// recurrence in trajectory order.
-struct Moments<'e> {
-    ensemble: &'e Ensemble,
-    compiled: &'e CompiledModel,
-    params: &'e [f64],
-    /// Number of values per time: species, then observables.
+///
+/// ```
+/// use rxnc::engine::{Ensemble, EnsembleMoments, SimOptions};
+///
+/// let model = rxnc::Model::parse("bd.rxn", "species X\n0 -> X @ 10\nX -> 0 @ 1\n").unwrap();
+/// let compiled = rxnc::jit::CompiledModel::new(&model.ir).unwrap();
+/// let options = SimOptions { t_end: 5.0, every: 1.0, trajectories: 1000, ..SimOptions::default() };
+/// let mut moments = EnsembleMoments::new(&compiled, &options.grid());
+/// Ensemble::run_in_batches(&compiled, &[], &options, 100, &|| {}, |_, batch| {
+///     moments.add(batch, &compiled, &[]);
+///     Ok::<(), ()>(())
+/// })
+/// .unwrap();
+/// let at_5 = &moments.rows()[5];
+/// // X(5) is Poisson with mean 10 (1 - e^-5) = 9.93, so its sd is about 3.2.
+/// assert!((at_5.mean - 9.93).abs() < 0.5 && (at_5.sd.unwrap() - 3.15).abs() < 0.5);
+/// ```
+#[derive(Debug, Clone)]
+pub struct EnsembleMoments {
+    times: Vec<f64>,
+    names: Vec<std::sync::Arc<str>>,
+    /// Species, and species and observables, per time.
+    ns: usize,
     nv: usize,
-    /// Number of values (from the first) with exact sums at the current time.
-    exact: usize,
-    /// Sums and sums of squares of counts at the current time.
-    sum: Vec<i128>,
-    sum_sq: Vec<u128>,
-    /// Welford means and sums of squared deviations at the current time, for values past `exact`.
+    /// Trajectories added so far.
+    n: usize,
+    /// Exact sums and sums of squares of counts, `[time][species]`.
+    counts: Vec<CountSums>,
+    /// Welford means and sums of squared deviations of observables, `[time][observable]`.
     mean: Vec<f64>,
     m2: Vec<f64>,
-    values: Vec<f64>,
+    observables: Vec<f64>,
+}
+
+/// The sum S and the sum of squares Q of one species' counts at one time.
+#[derive(Debug, Clone, Copy, Default)]
+struct CountSums {
+    sum: i128,
+    squares: U256,
+}
+
+/// An unsigned 256-bit integer, for sums of squares of counts (each below 2^126) over up to 2^64
+/// trajectories, and n Q - S².
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct U256 {
+    hi: u128,
+    lo: u128,
+}
+
+impl U256 {
+    fn add(&mut self, x: u128) {
+        let (lo, carry) = self.lo.overflowing_add(x);
+        self.lo = lo;
+        self.hi += carry as u128;
+    }
+
+    /// `self × n`, for products below 2^256.
+    fn times(self, n: u64) -> U256 {
+        let n = n as u128;
+        let low = (self.lo as u64 as u128) * n;
+        let high = (self.lo >> 64) * n;
+        let (lo, carry) = low.overflowing_add(high << 64);
+        U256 {
+            hi: self.hi * n + (high >> 64) + carry as u128,
+            lo,
+        }
+    }
+
+    fn square(a: u128) -> U256 {
+        let (a0, a1) = (a as u64 as u128, a >> 64);
+        // a² = a1² 2^128 + 2 a0 a1 2^64 + a0².
+        let middle = a0 * a1;
+        let (lo, carry) = (a0 * a0).overflowing_add(middle << 65);
+        U256 {
+            hi: a1 * a1 + (middle >> 63) + carry as u128,
+            lo,
+        }
+    }
+
+    fn checked_sub(self, other: U256) -> Option<U256> {
+        let (lo, borrow) = self.lo.overflowing_sub(other.lo);
+        let hi = self.hi.checked_sub(other.hi)?.checked_sub(borrow as u128)?;
+        Some(U256 { hi, lo })
+    }
+
+    fn to_f64(self) -> f64 {
+        self.hi as f64 * 2f64.powi(128) + self.lo as f64
+    }
 }
 
 /// A moment as the writer sees it: the value, and for exact moments the integer that determines
@@ -121,113 +249,185 @@ struct Moment {
     key: Option<u128>,
 }
 
-impl<'e> Moments<'e> {
-    fn new(ensemble: &'e Ensemble, compiled: &'e CompiledModel, params: &'e [f64]) -> Self {
-        let ns = ensemble.species.len();
+impl EnsembleMoments {
+    /// No trajectories yet, at the sampling times `times` (those of the ensembles to be added).
+    pub fn new(compiled: &CompiledModel, times: &[f64]) -> Self {
+        let ns = compiled.model.species.len();
         let nv = ns + compiled.model.observables.len();
-        Moments {
-            ensemble,
-            compiled,
-            params,
+        let nt = times.len();
+        EnsembleMoments {
+            times: times.to_vec(),
+            names: value_names(compiled).into_iter().map(Into::into).collect(),
+            ns,
             nv,
-            exact: ns,
-            sum: vec![0; ns],
-            sum_sq: vec![0; ns],
-            mean: vec![0.0; nv],
-            m2: vec![0.0; nv],
-            values: vec![0.0; nv],
+            n: 0,
+            counts: vec![CountSums::default(); nt * ns],
+            mean: vec![0.0; nt * (nv - ns)],
+            m2: vec![0.0; nt * (nv - ns)],
+            observables: vec![0.0; nv - ns],
         }
     }
 
-    /// Accumulates the moments at time index `k`.
-    fn at(&mut self, k: usize) {
-        let (e, ns) = (self.ensemble, self.ensemble.species.len());
-        self.sum.iter_mut().for_each(|v| *v = 0);
-        self.sum_sq.iter_mut().for_each(|v| *v = 0);
-        self.exact = ns;
-        for traj in 0..e.trajectories {
-            let x = e.state(traj, k);
-            let cells = x
-                .iter()
-                .zip(self.sum.iter_mut())
-                .zip(self.sum_sq.iter_mut());
-            for ((&v, s), q) in cells {
-                *s += v as i128;
-                let square = (v.unsigned_abs() as u128) * (v.unsigned_abs() as u128);
-                match q.checked_add(square) {
-                    Some(total) => *q = total,
-                    None => self.exact = 0,
+    /// The moments of a whole ensemble.
+    pub fn of(ensemble: &Ensemble, compiled: &CompiledModel, params: &[f64]) -> Self {
+        let mut moments = Self::new(compiled, &ensemble.times);
+        moments.add(ensemble, compiled, params);
+        moments
+    }
+
+    /// Adds the trajectories of `batch` (sampled at this accumulator's times), after those
+    /// added before.
+    pub fn add(&mut self, batch: &Ensemble, compiled: &CompiledModel, params: &[f64]) {
+        assert_eq!(
+            batch.times, self.times,
+            "an ensemble sampled at other times"
+        );
+        let (ns, no) = (self.ns, self.nv - self.ns);
+        let weights: Vec<f64> = (0..batch.trajectories)
+            .map(|traj| 1.0 / (self.n + traj + 1) as f64)
+            .collect();
+        // Time by time, so that one time's accumulators stay in cache over the trajectories.
+        for (k, &t) in self.times.iter().enumerate() {
+            let counts = &mut self.counts[k * ns..(k + 1) * ns];
+            let mean = &mut self.mean[k * no..(k + 1) * no];
+            let m2 = &mut self.m2[k * no..(k + 1) * no];
+            for traj in 0..batch.trajectories {
+                let x = batch.state(traj, k);
+                for (&v, c) in x.iter().zip(counts.iter_mut()) {
+                    c.sum += v as i128;
+                    c.squares
+                        .add((v.unsigned_abs() as u128) * (v.unsigned_abs() as u128));
+                }
+                if no > 0 {
+                    let values = &mut self.observables;
+                    compiled.observables(x, params, t, values);
+                    let weight = weights[traj];
+                    for i in 0..no {
+                        let d = values[i] - mean[i];
+                        mean[i] += d * weight;
+                        m2[i] += d * (values[i] - mean[i]);
+                    }
                 }
             }
         }
-        if self.exact == self.nv {
-            return;
-        }
-        let t = e.times[k];
-        self.mean.iter_mut().for_each(|v| *v = 0.0);
-        self.m2.iter_mut().for_each(|v| *v = 0.0);
-        for traj in 0..e.trajectories {
-            let weight = 1.0 / (traj + 1) as f64;
-            let x = e.state(traj, k);
-            for (v, &c) in self.values.iter_mut().zip(x) {
-                *v = c as f64;
-            }
-            if self.nv > ns {
-                (self.compiled).observables(x, self.params, t, &mut self.values[ns..]);
-            }
-            for i in self.exact..self.nv {
-                let d = self.values[i] - self.mean[i];
-                self.mean[i] += d * weight;
-                self.m2[i] += d * (self.values[i] - self.mean[i]);
-            }
-        }
+        self.n += batch.trajectories;
     }
 
-    fn mean(&self, i: usize) -> Moment {
-        if i < self.exact {
-            let s = self.sum[i];
+    /// The number of trajectories added.
+    pub fn trajectories(&self) -> usize {
+        self.n
+    }
+
+    /// The sampling times.
+    pub fn times(&self) -> &[f64] {
+        &self.times
+    }
+
+    /// The mean of value `i` (species, then observables) at time index `k`.
+    pub fn mean(&self, k: usize, i: usize) -> f64 {
+        self.mean_moment(k, i).value
+    }
+
+    /// The sample standard deviation (n - 1 denominator) of value `i` at time index `k`; `None`
+    /// below two trajectories.
+    pub fn sd(&self, k: usize, i: usize) -> Option<f64> {
+        self.sd_moment(k, i).map(|m| m.value)
+    }
+
+    fn mean_moment(&self, k: usize, i: usize) -> Moment {
+        if i < self.ns {
+            let s = self.counts[k * self.ns + i].sum;
             Moment {
-                value: s as f64 / self.ensemble.trajectories as f64,
+                value: s as f64 / self.n as f64,
                 key: u128::try_from(s).ok(),
             }
         } else {
             Moment {
-                value: self.mean[i],
+                value: self.mean[k * (self.nv - self.ns) + i - self.ns],
                 key: None,
             }
         }
     }
 
-    /// The sample standard deviation (n - 1 denominator); `None` for a single trajectory.
-    fn sd(&self, i: usize) -> Option<Moment> {
-        let n = self.ensemble.trajectories;
+    fn sd_moment(&self, k: usize, i: usize) -> Option<Moment> {
+        let n = self.n;
         if n < 2 {
             return None;
         }
-        if i >= self.exact {
+        let scale = (n as f64) * (n as f64 - 1.0);
+        if i >= self.ns {
+            let m2 = self.m2[k * (self.nv - self.ns) + i - self.ns];
             return Some(Moment {
-                value: (self.m2[i] / (n as f64 - 1.0)).sqrt(),
+                value: (m2 / (n as f64 - 1.0)).sqrt(),
                 key: None,
             });
         }
-        let (s, q) = (self.sum[i], self.sum_sq[i]);
-        // n Q - S² is exact and non-negative (Cauchy-Schwarz) when it fits in 128 bits.
-        let spread = (q.checked_mul(n as u128))
-            .and_then(|nq| nq.checked_sub(s.unsigned_abs().checked_mul(s.unsigned_abs())?));
-        Some(match spread {
-            Some(spread) => Moment {
-                value: (spread as f64 / ((n as f64) * (n as f64 - 1.0))).sqrt(),
-                key: Some(spread),
-            },
-            // Beyond 128 bits: S/n and Q/n in floating point.
-            None => {
-                let (s, q, n) = (s as f64, q as f64, n as f64);
-                Moment {
-                    value: ((q - s * s / n).max(0.0) / (n - 1.0)).sqrt(),
-                    key: None,
-                }
+        let CountSums { sum, squares } = self.counts[k * self.ns + i];
+        // n Q - S², exact and non-negative (Cauchy-Schwarz).
+        let spread = squares
+            .times(n as u64)
+            .checked_sub(U256::square(sum.unsigned_abs()))
+            .unwrap_or_default();
+        Some(if spread.hi == 0 {
+            Moment {
+                value: (spread.lo as f64 / scale).sqrt(),
+                key: Some(spread.lo),
+            }
+        } else {
+            Moment {
+                value: (spread.to_f64() / scale).sqrt(),
+                key: None,
             }
         })
+    }
+
+    /// One row per time and value, time-major.
+    pub fn rows(&self) -> Vec<StatRow> {
+        let mut rows = Vec::with_capacity(self.times.len() * self.nv);
+        for (k, &t) in self.times.iter().enumerate() {
+            for (i, name) in self.names.iter().enumerate() {
+                rows.push(StatRow {
+                    time: t,
+                    name: std::sync::Arc::clone(name),
+                    mean: self.mean(k, i),
+                    sd: self.sd(k, i),
+                });
+            }
+        }
+        rows
+    }
+
+    /// Writes the tidy statistics table `time,name,mean,sd`, the same bytes as [`write_stats`]
+    /// of [`EnsembleMoments::rows`] without building the rows. Names are identifiers, so no field
+    /// needs quoting.
+    pub fn write_csv(&self, mut out: impl Write) -> std::io::Result<()> {
+        let mut f = NumberFormat::new();
+        let (mut means, mut sds) = (MomentText::new(), MomentText::new());
+        // Written in chunks of 64 KiB: a larger buffer costs more in fresh pages than it saves in
+        // system calls.
+        const CHUNK: usize = 1 << 16;
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 1024);
+        buf.extend_from_slice(b"time,name,mean,sd\n");
+        for (k, &t) in self.times.iter().enumerate() {
+            for (i, name) in self.names.iter().enumerate() {
+                buf.extend_from_slice(f.float(t));
+                buf.push(b',');
+                buf.extend_from_slice(name.as_bytes());
+                buf.push(b',');
+                means.write(self.mean_moment(k, i), &mut f, &mut buf);
+                buf.push(b',');
+                if let Some(sd) = self.sd_moment(k, i) {
+                    sds.write(sd, &mut f, &mut buf);
+                }
+                buf.push(b'\n');
+            }
+            if buf.len() > CHUNK {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        out.write_all(&buf)?;
+        out.flush()
     }
 }
 
@@ -272,63 +472,18 @@ impl MomentText {
 impl Ensemble {
     /// Mean and standard deviation of every species and observable at every time.
     pub fn stats(&self, compiled: &CompiledModel, params: &[f64]) -> Vec<StatRow> {
-        let names: Vec<std::sync::Arc<str>> =
-            value_names(compiled).into_iter().map(Into::into).collect();
-        let mut moments = Moments::new(self, compiled, params);
-        let mut rows = Vec::with_capacity(self.times.len() * moments.nv);
-        for (k, &t) in self.times.iter().enumerate() {
-            moments.at(k);
-            for (i, name) in names.iter().enumerate() {
-                rows.push(StatRow {
-                    time: t,
-                    name: std::sync::Arc::clone(name),
-                    mean: moments.mean(i).value,
-                    sd: moments.sd(i).map(|m| m.value),
-                });
-            }
-        }
-        rows
+        EnsembleMoments::of(self, compiled, params).rows()
     }
 
     /// Writes the tidy statistics table `time,name,mean,sd` straight from the ensemble, the same
-    /// bytes as [`write_stats`] of [`Ensemble::stats`] without building the rows. Names are
-    /// identifiers, so no field needs quoting.
+    /// bytes as [`write_stats`] of [`Ensemble::stats`].
     pub fn write_stats_csv(
         &self,
-        mut out: impl Write,
+        out: impl Write,
         compiled: &CompiledModel,
         params: &[f64],
     ) -> std::io::Result<()> {
-        let names = value_names(compiled);
-        let mut moments = Moments::new(self, compiled, params);
-        let mut f = NumberFormat::new();
-        let (mut means, mut sds) = (MomentText::new(), MomentText::new());
-        // Written in chunks of 64 KiB: a larger buffer costs more in fresh pages than it saves in
-        // system calls.
-        const CHUNK: usize = 1 << 16;
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 1024);
-        buf.extend_from_slice(b"time,name,mean,sd\n");
-        for (k, &t) in self.times.iter().enumerate() {
-            moments.at(k);
-            for (i, name) in names.iter().enumerate() {
-                buf.extend_from_slice(f.float(t));
-                buf.push(b',');
-                buf.extend_from_slice(name.as_bytes());
-                buf.push(b',');
-                means.write(moments.mean(i), &mut f, &mut buf);
-                buf.push(b',');
-                if let Some(sd) = moments.sd(i) {
-                    sds.write(sd, &mut f, &mut buf);
-                }
-                buf.push(b'\n');
-            }
-            if buf.len() > CHUNK {
-                out.write_all(&buf)?;
-                buf.clear();
-            }
-        }
-        out.write_all(&buf)?;
-        out.flush()
+        EnsembleMoments::of(self, compiled, params).write_csv(out)
     }
 }
 
@@ -375,7 +530,7 @@ mod tests {
     }
 
     /// Counts are summed exactly, so the statistics are rounded once and do not depend on the
-    /// order of the trajectories; sums beyond 128 bits fall back to floating point.
+    /// order of the trajectories, whatever the counts.
     #[test]
     fn count_statistics_are_exact() {
         assert_eq!(
@@ -387,10 +542,61 @@ mod tests {
         assert_eq!(mean_and_sd(&[5]), (5.0, None));
         // Welford's recurrence gives 5.199999999999999 here.
         assert_eq!(mean_and_sd(&[2, 4, 8, 2, 10]).0, 5.2);
+        // Sums of squares beyond 128 bits stay exact: n Q - S² = 4 here, the variance 4/20.
         let big = i64::MAX - 1;
         let (mean, sd) = mean_and_sd(&[big, big, big, big, big - 1]);
         assert_eq!(mean, big as f64);
-        assert!(sd.unwrap().is_finite());
+        assert_eq!(sd, Some(0.2f64.sqrt()));
+        let (mean, sd) = mean_and_sd(&[i64::MIN, i64::MAX, i64::MIN, i64::MAX]);
+        assert_eq!(mean, -0.5);
+        assert_eq!(sd, Some(((u64::MAX as f64 + 1.0).powi(2) / 3.0).sqrt()));
+    }
+
+    /// An ensemble written and summarised batch by batch gives the same bytes as the whole
+    /// ensemble at once, whatever the batch size (trajectory indices, streams, moment order).
+    #[test]
+    fn batches_write_what_the_whole_ensemble_writes() {
+        use crate::engine::{EnsembleMoments, TrajectoryWriter, write_trajectories};
+        let text = "species A = 5, B\nparam k = 2\nobservable total = A + 2 * B\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n";
+        let model = crate::Model::parse("m.rxn", text).unwrap();
+        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
+        let params = model.ir.param_values();
+        let options = SimOptions {
+            t_end: 4.0,
+            every: 0.5,
+            trajectories: 7,
+            seed: 11,
+            ..SimOptions::default()
+        };
+        let whole = Ensemble::run(&compiled, &params, &options).unwrap();
+        let (mut rows, mut stats) = (Vec::new(), Vec::new());
+        write_trajectories(&mut rows, &whole, &compiled, &params).unwrap();
+        whole
+            .write_stats_csv(&mut stats, &compiled, &params)
+            .unwrap();
+        for batch in [1, 2, 3, 7, 100] {
+            let mut writer = TrajectoryWriter::new(Vec::new(), &compiled);
+            let mut moments = EnsembleMoments::new(&compiled, &options.grid());
+            let events = Ensemble::run_in_batches(
+                &compiled,
+                &params,
+                &options,
+                batch,
+                &|| {},
+                |first, b| {
+                    writer.write(first, b, &compiled, &params)?;
+                    moments.add(b, &compiled, &params);
+                    Ok::<(), csv::Error>(())
+                },
+            )
+            .unwrap();
+            assert_eq!(events, whole.events, "batches of {batch}");
+            writer.flush().unwrap();
+            let (mut batched_stats, batched_rows) = (Vec::new(), writer.into_inner().unwrap());
+            moments.write_csv(&mut batched_stats).unwrap();
+            assert_eq!(batched_rows, rows, "batches of {batch}");
+            assert_eq!(batched_stats, stats, "batches of {batch}");
+        }
     }
 
     /// The streaming statistics writer writes the same bytes as the rows-based one.
