@@ -625,10 +625,18 @@ fn the_code_cache_never_changes_the_output() {
         }
         outputs
     };
+    // Entries live in a directory per Cranelift version, next to the sweep's marker.
     let entries = |cache: &Path| -> Vec<PathBuf> {
-        let mut files: Vec<_> = std::fs::read_dir(cache)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
+        let list = |d: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(d)
+                .map(|d| d.map(|e| e.unwrap().path()).collect())
+                .unwrap_or_default()
+        };
+        let mut files: Vec<_> = list(cache)
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .flat_map(|d| list(&d))
+            .collect();
         files.sort();
         files
     };

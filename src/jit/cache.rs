@@ -9,10 +9,17 @@
 //! a kernel must therefore never embed an address of this process as a constant (another process
 //! would run it); buffers and tables come as arguments or through a frame, and other functions
 //! through relocations.
+//!
+//! Cranelift's key does not include its version (it only checks it when loading), so entries live
+//! in a directory per Cranelift version: two installed rxnc builds do not overwrite each other's.
+//! The cache is kept small by a sweep at most once a day, when an entry is written: entries unused
+//! for [`UNUSED_FOR`] go, then the least recently used until the cache is under [`CAPACITY`];
+//! so do temporary files left by interrupted writes. A hit marks its entry used (at most daily).
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
 /// The directory asked for with [`set_code_cache`].
 static REQUESTED: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -30,16 +37,36 @@ pub fn set_code_cache(dir: Option<PathBuf>) {
     let _ = REQUESTED.set(dir);
 }
 
-/// The cache directory, if one was asked for and is safe to use (decided once per process).
+/// The directory of this Cranelift version's entries, if a cache was asked for and is safe to
+/// use (decided once per process).
 pub(super) fn directory() -> Option<&'static Path> {
     USABLE
         .get_or_init(|| {
-            let dir = REQUESTED.get()?.as_ref()?;
-            let dir = std::path::absolute(dir).ok()?;
-            (private_dir(&dir).is_ok() && only_mine(&dir)).then_some(dir)
+            let base = std::path::absolute(REQUESTED.get()?.as_ref()?).ok()?;
+            let entries = base.join(version_dir());
+            let usable = private_dir(&entries).is_ok() && only_mine(&base) && only_mine(&entries);
+            usable.then_some(entries)
         })
         .as_deref()
 }
+
+/// The name of the directory of this Cranelift version's entries.
+fn version_dir() -> String {
+    format!("{VERSION_PREFIX}{}", cranelift_codegen::VERSION)
+}
+
+const VERSION_PREFIX: &str = "cranelift-";
+
+/// The cache's size limit: the least recently used entries beyond it are removed.
+pub const CAPACITY: u64 = 128 << 20;
+/// Entries not used for this long are removed.
+pub const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often the cache is swept, and how often a hit updates its entry's time.
+const SWEEP_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// Temporary files older than this are leftovers of interrupted writes.
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+/// The file whose time says when the cache was last swept.
+const SWEPT: &str = "swept";
 
 /// Creates `dir` (and its parents) if missing; on Unix readable and writable by its owner only.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
@@ -93,8 +120,23 @@ fn payload<'e>(entry: &'e [u8], key: &[u8]) -> Option<&'e [u8]> {
 
 impl cranelift_codegen::incremental_cache::CacheKvStore for DiskCache<'_> {
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-        let entry = std::fs::read(self.path(key)).ok()?;
-        payload(&entry, key).map(|p| std::borrow::Cow::Owned(p.to_vec()))
+        use std::io::Read;
+        let path = self.path(key);
+        let mut file = std::fs::File::open(&path).ok()?;
+        let mut entry = Vec::new();
+        file.read_to_end(&mut entry).ok()?;
+        let payload = payload(&entry, key)?;
+        // Marks the entry used, for the sweep's least-recently-used order (daily at most: a
+        // write per hit would cost more than the hit saves).
+        let now = SystemTime::now();
+        let used = file.metadata().and_then(|m| m.modified()).unwrap_or(now);
+        if now.duration_since(used).is_ok_and(|age| age > SWEEP_EVERY) {
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(now));
+        }
+        Some(std::borrow::Cow::Owned(payload.to_vec()))
     }
 
     fn insert(&mut self, key: &[u8], value: Vec<u8>) {
@@ -114,12 +156,191 @@ impl cranelift_codegen::incremental_cache::CacheKvStore for DiskCache<'_> {
         if written.is_err() {
             let _ = std::fs::remove_file(&aside);
         }
+        if let Some(base) = self.dir.parent() {
+            sweep_if_due(base, SystemTime::now());
+        }
+    }
+}
+
+/// Sweeps the cache under `base` if the last sweep was more than [`SWEEP_EVERY`] ago.
+fn sweep_if_due(base: &Path, now: SystemTime) {
+    let marker = base.join(SWEPT);
+    let last = std::fs::metadata(&marker).and_then(|m| m.modified());
+    if last.is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age < SWEEP_EVERY)) {
+        return;
+    }
+    // Marked first, so that concurrent processes do not all sweep.
+    if std::fs::write(&marker, b"").is_ok() {
+        sweep(base, now, CAPACITY, UNUSED_FOR);
+    }
+}
+
+/// Removes from the cache under `base`: temporary files older than [`ABANDONED_AFTER`], entries
+/// (of any Cranelift version) unused for `unused_for`, then the least recently used entries until
+/// the rest fit in three quarters of `capacity` bytes if they exceed it; then empty directories
+/// of other versions, and entries of the layout before version directories. Failures are
+/// ignored: at worst an entry is compiled again.
+fn sweep(base: &Path, now: SystemTime, capacity: u64, unused_for: Duration) {
+    let age = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default()
+    };
+    let is_key = |name: &str| name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    let Ok(top) = std::fs::read_dir(base) else {
+        return;
+    };
+    let mut entries: Vec<(Duration, u64, PathBuf)> = Vec::new();
+    let mut version_dirs = Vec::new();
+    for item in top.flatten() {
+        let (path, name) = (item.path(), item.file_name().to_string_lossy().into_owned());
+        if is_key(&name) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let Ok(meta) = item.metadata() else { continue };
+        if !(name.starts_with(VERSION_PREFIX) && meta.is_dir()) {
+            continue;
+        }
+        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                if age(&meta) > ABANDONED_AFTER {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            } else if is_key(&name) && meta.is_file() {
+                if age(&meta) > unused_for {
+                    let _ = std::fs::remove_file(entry.path());
+                } else {
+                    entries.push((age(&meta), meta.len(), entry.path()));
+                }
+            }
+        }
+        if name != version_dir() {
+            version_dirs.push(path);
+        }
+    }
+    let mut total: u64 = entries.iter().map(|e| e.1).sum();
+    if total > capacity {
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        for (_, size, path) in entries {
+            if total <= capacity / 4 * 3 {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= size;
+            }
+        }
+    }
+    for dir in version_dirs {
+        // Fails, harmlessly, unless empty.
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file of `bytes` bytes at `path`, last used `days` days ago.
+    fn file_used(path: &Path, bytes: usize, days: u64, now: SystemTime) {
+        std::fs::write(path, vec![0u8; bytes]).unwrap();
+        let then = now - Duration::from_secs(days * 24 * 3600);
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(then).unwrap();
+    }
+
+    /// The sweep removes leftovers, unused entries, old layouts and then the least recently
+    /// used entries down to three quarters of the capacity; it keeps the rest.
+    #[test]
+    fn the_sweep_keeps_recently_used_entries_within_capacity() {
+        let base = std::env::temp_dir().join(format!("rxnc-cache-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (ours, theirs) = (base.join(version_dir()), base.join("cranelift-0.1.0"));
+        private_dir(&ours).unwrap();
+        private_dir(&theirs).unwrap();
+        let now = SystemTime::now();
+        let key = |n: u8| format!("{n:02x}").repeat(32);
+        for n in 0..8 {
+            file_used(&ours.join(key(n)), 1000, n as u64, now);
+        }
+        file_used(&ours.join(key(20)), 1000, 40, now);
+        file_used(&theirs.join(key(30)), 1000, 31, now);
+        file_used(&base.join(key(40)), 1000, 0, now);
+        file_used(&ours.join(format!("{}.7-0.tmp", key(50))), 10, 1, now);
+        file_used(&ours.join(format!("{}.8-0.tmp", key(51))), 10, 0, now);
+        file_used(&ours.join("notes.txt"), 10, 400, now);
+        sweep(&base, now, 6000, UNUSED_FOR);
+        let mut left: Vec<String> = std::fs::read_dir(&ours)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected: Vec<String> = (0..4).map(key).collect();
+        expected.push(format!("{}.8-0.tmp", key(51)));
+        expected.push("notes.txt".into());
+        expected.sort();
+        // 8 entries of 1000 bytes against 6000: the four most recently used stay (4500 allowed).
+        assert_eq!(left, expected);
+        assert!(
+            !theirs.exists(),
+            "the other version's directory, emptied, is removed"
+        );
+        assert!(
+            !base.join(key(40)).exists(),
+            "entries of the old layout are removed"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A hit marks an entry used if it was last marked more than a day ago.
+    #[test]
+    fn hits_mark_entries_used() {
+        use cranelift_codegen::incremental_cache::CacheKvStore;
+        let base = std::env::temp_dir().join(format!("rxnc-cache-hits-{}", std::process::id()));
+        let ours = base.join(version_dir());
+        private_dir(&ours).unwrap();
+        let mut cache = DiskCache::new(&ours);
+        let key = [3u8; 32];
+        cache.insert(&key, b"machine code".to_vec());
+        let used = |path: &Path| std::fs::metadata(path).unwrap().modified().unwrap();
+        let now = SystemTime::now();
+        let hours_ago = |h: u64| now - Duration::from_secs(h * 3600);
+        let set = |t: SystemTime| {
+            let file = std::fs::File::options().write(true).open(cache.path(&key));
+            file.unwrap().set_modified(t).unwrap();
+        };
+        set(hours_ago(5));
+        let before = used(&cache.path(&key));
+        assert!(cache.get(&key).is_some());
+        assert_eq!(used(&cache.path(&key)), before, "marked within the day");
+        set(hours_ago(50));
+        assert!(cache.get(&key).is_some());
+        // (Some file systems keep times to the second.)
+        assert!(used(&cache.path(&key)) >= hours_ago(1), "marked used");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A sweep runs when none ran for a day, and not again soon after.
+    #[test]
+    fn sweeps_are_daily() {
+        let base = std::env::temp_dir().join(format!("rxnc-cache-daily-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let ours = base.join(version_dir());
+        private_dir(&ours).unwrap();
+        let now = SystemTime::now();
+        let old = ours.join("ab".repeat(32));
+        file_used(&old, 10, 100, now);
+        file_used(&base.join(SWEPT), 0, 0, now);
+        sweep_if_due(&base, now);
+        assert!(old.exists(), "swept less than a day ago");
+        file_used(&base.join(SWEPT), 0, 2, now);
+        sweep_if_due(&base, now);
+        assert!(!old.exists(), "swept two days ago");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     /// An entry is read back only whole, undamaged and under its own key.
     #[test]
