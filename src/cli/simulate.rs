@@ -349,8 +349,7 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         |first, ensemble| {
             if let Some(w) = rows.as_mut() {
                 // Rows for a terminal would mix with the bar's redrawing unless it steps aside.
-                bar.suspend(|| w.write(first, ensemble, &compiled, &params))
-                    .map_err(Written::Csv)?;
+                bar.suspend(|| w.write(first, ensemble, &compiled, &params))?;
             }
             if let Some(m) = moments.as_mut() {
                 m.add(ensemble, &compiled, &params);
@@ -358,33 +357,27 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             if let Some(f) = figure.as_mut() {
                 f.add(ensemble, &compiled, &params);
             }
-            Ok::<(), Written>(())
+            Ok::<(), std::io::Error>(())
         },
     );
     bar.finish_and_clear();
-    match simulated.map(|_| ()).map_err(|e| match e {
-        BatchError::Simulation(e) => Err(e),
-        BatchError::Sink(w) => Ok(w),
-    }) {
-        Ok(()) => {}
-        Err(Err(e)) => return Err(sim_failure(&model, e)),
+    let unwritten = match simulated {
+        Ok(_) => rows.as_mut().and_then(|w| w.flush().err()),
+        Err(BatchError::Simulation(e)) => return Err(sim_failure(&model, e)),
+        Err(BatchError::Sink(e)) => Some(e),
+    };
+    if let Some(e) = unwritten {
         // A closed pipe on standard output (`| head`) ends the run quietly.
-        Err(Ok(w)) if to_stdout && w.is_broken_pipe() => return Ok(()),
-        Err(Ok(w)) => return Err(w.failure(to_stdout)),
-    }
-    match rows
-        .as_mut()
-        .map_or(Ok(()), |w| w.flush().map_err(Written::Csv))
-    {
-        Err(w) if to_stdout && w.is_broken_pipe() => return Ok(()),
-        Err(w) => return Err(w.failure(to_stdout)),
-        Ok(()) => {}
+        return match to_stdout && is_broken_pipe(&e) {
+            true => Ok(()),
+            false => Err(write_failure(e, to_stdout)),
+        };
     }
     drop(rows);
 
     if let (Some(f), Some(m)) = (stats_file.as_mut(), &moments) {
         m.write_csv(f.writer())
-            .map_err(|e| Written::Io(e).failure(false))?;
+            .map_err(|e| write_failure(e, false))?;
     }
     if let (Some(mut f), Some(samples), Some(m)) = (plot_file, figure, &moments) {
         let path = args
@@ -417,32 +410,17 @@ fn batch_size(cells: usize) -> usize {
 }
 
 /// A failed write of `simulate`'s outputs.
-enum Written {
-    Csv(csv::Error),
-    Io(std::io::Error),
+fn write_failure(e: std::io::Error, to_stdout: bool) -> Failure {
+    let whence = if to_stdout {
+        "to standard output"
+    } else {
+        "output"
+    };
+    Failure::Internal(format!("cannot write {whence}: {e}"))
 }
 
-impl Written {
-    fn is_broken_pipe(&self) -> bool {
-        match self {
-            Written::Csv(e) => {
-                matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
-            }
-            Written::Io(e) => e.kind() == std::io::ErrorKind::BrokenPipe,
-        }
-    }
-
-    fn failure(self, to_stdout: bool) -> Failure {
-        let whence = if to_stdout {
-            "to standard output"
-        } else {
-            "output"
-        };
-        match self {
-            Written::Csv(e) => Failure::Internal(format!("cannot write {whence}: {e}")),
-            Written::Io(e) => Failure::Internal(format!("cannot write {whence}: {e}")),
-        }
-    }
+fn is_broken_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
 }
 
 /// Figures are SVG or PNG: refuse other extensions before any work is done.

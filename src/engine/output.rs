@@ -63,37 +63,53 @@ pub fn write_trajectories(
 ) -> csv::Result<()> {
     let mut w = TrajectoryWriter::new(out, compiled);
     w.write(0, ensemble, compiled, params)?;
-    w.flush()
+    Ok(w.flush()?)
 }
 
-/// Writes the trajectories CSV batch by batch (see [`Ensemble::run_in_batches`]): the header
-/// when created, then the rows of each batch as it comes.
+/// Writes the trajectories CSV batch by batch (see [`Ensemble::run_in_batches`]): the header with
+/// the first batch, then the rows of each batch as it comes.
+///
+/// Rows are formatted on the ensemble's threads, trajectories side by side, and written in
+/// order: formatting, not simulating, is most of the time of a run that writes its trajectories
+/// (two thirds of it on one thread for `examples/telegraph.rxn`). Names are identifiers and
+/// numbers need no quoting, so rows are plain bytes; the time column, the same for every
+/// trajectory, is formatted once.
 pub struct TrajectoryWriter<W: Write> {
-    w: csv::Writer<W>,
+    out: W,
     /// The header, until it is written with the first rows (so that a run that fails before
     /// its first batch writes nothing).
-    header: Option<Vec<String>>,
-    obs: Vec<f64>,
-    f: NumberFormat,
+    header: Option<Vec<u8>>,
+    /// The text of each sampling time, and the times it is the text of.
+    times: Vec<f64>,
+    time_text: Vec<Vec<u8>>,
+    observables: usize,
 }
+
+/// Text of about this many bytes is formatted at a time (per group of trajectories).
+const TEXT_GROUP_BYTES: usize = 8 << 20;
 
 impl<W: Write> TrajectoryWriter<W> {
     /// A writer whose output starts with the header `trajectory,time,<species...>,
     /// <observables...>` (written with the first batch, or by [`TrajectoryWriter::flush`]).
     pub fn new(out: W, compiled: &CompiledModel) -> Self {
-        let mut header = vec!["trajectory".to_string(), "time".to_string()];
-        header.extend(value_names(compiled));
+        let mut header = b"trajectory,time".to_vec();
+        for name in value_names(compiled) {
+            header.push(b',');
+            header.extend_from_slice(name.as_bytes());
+        }
+        header.push(b'\n');
         TrajectoryWriter {
-            w: csv::Writer::from_writer(out),
+            out,
             header: Some(header),
-            obs: vec![0.0; compiled.model.observables.len()],
-            f: NumberFormat::new(),
+            times: Vec::new(),
+            time_text: Vec::new(),
+            observables: compiled.model.observables.len(),
         }
     }
 
-    fn write_header(&mut self) -> csv::Result<()> {
+    fn write_header(&mut self) -> std::io::Result<()> {
         if let Some(header) = self.header.take() {
-            self.w.write_record(&header)?;
+            self.out.write_all(&header)?;
         }
         Ok(())
     }
@@ -105,41 +121,88 @@ impl<W: Write> TrajectoryWriter<W> {
         batch: &Ensemble,
         compiled: &CompiledModel,
         params: &[f64],
-    ) -> csv::Result<()> {
+    ) -> std::io::Result<()> {
         self.write_header()?;
-        let (w, f, obs) = (&mut self.w, &mut self.f, &mut self.obs);
-        for n in 0..batch.trajectories {
-            for (k, &t) in batch.times.iter().enumerate() {
-                let x = batch.state(n, k);
-                w.write_field(f.int((first + n) as i64))?;
-                w.write_field(f.float(t))?;
-                for &v in x {
-                    w.write_field(f.int(v))?;
-                }
-                if !obs.is_empty() {
-                    compiled.observables(x, params, t, obs);
-                    for &v in obs.iter() {
-                        w.write_field(f.float(v))?;
-                    }
-                }
-                w.write_record(None::<&[u8]>)?;
+        if self.times != batch.times {
+            let mut f = NumberFormat::new();
+            self.time_text = batch.times.iter().map(|&t| f.float(t).to_vec()).collect();
+            self.times = batch.times.clone();
+        }
+        let fields = batch.species.len() + self.observables + 2;
+        let per_trajectory = (batch.times.len() * fields * 8).max(1);
+        let group = (TEXT_GROUP_BYTES / per_trajectory).max(1);
+        for start in (0..batch.trajectories).step_by(group) {
+            let end = (start + group).min(batch.trajectories);
+            let (time_text, observables) = (&self.time_text, self.observables);
+            let texts = super::map_range_on(
+                super::thread_budget(),
+                start..end,
+                |n| {
+                    rows(
+                        first + n,
+                        batch,
+                        n,
+                        time_text,
+                        observables,
+                        compiled,
+                        params,
+                    )
+                },
+                |_| false,
+            );
+            for text in texts {
+                self.out.write_all(&text)?;
             }
         }
         Ok(())
     }
 
     /// The destination, with everything written to it.
-    pub fn into_inner(mut self) -> csv::Result<W> {
-        self.write_header()?;
-        self.w.into_inner().map_err(|e| e.into_error().into())
+    pub fn into_inner(mut self) -> std::io::Result<W> {
+        self.flush()?;
+        Ok(self.out)
     }
 
-    /// Writes out what is buffered.
-    pub fn flush(&mut self) -> csv::Result<()> {
+    /// Writes out what is buffered (the header, if no batch came).
+    pub fn flush(&mut self) -> std::io::Result<()> {
         self.write_header()?;
-        self.w.flush()?;
-        Ok(())
+        self.out.flush()
     }
+}
+
+/// The rows of trajectory `n` of `batch`, numbered `index`.
+fn rows(
+    index: usize,
+    batch: &Ensemble,
+    n: usize,
+    time_text: &[Vec<u8>],
+    observables: usize,
+    compiled: &CompiledModel,
+    params: &[f64],
+) -> Vec<u8> {
+    let mut f = NumberFormat::new();
+    let mut obs = vec![0.0; observables];
+    let mut text = Vec::new();
+    let mut label = f.int(index as i64).to_vec();
+    label.push(b',');
+    for (k, &t) in batch.times.iter().enumerate() {
+        let x = batch.state(n, k);
+        text.extend_from_slice(&label);
+        text.extend_from_slice(&time_text[k]);
+        for &v in x {
+            text.push(b',');
+            text.extend_from_slice(f.int(v));
+        }
+        if !obs.is_empty() {
+            compiled.observables(x, params, t, &mut obs);
+            for &v in &obs {
+                text.push(b',');
+                text.extend_from_slice(f.float(v));
+            }
+        }
+        text.push(b'\n');
+    }
+    text
 }
 
 /// Means and standard deviations of every species and observable at every sampling time,
@@ -177,8 +240,11 @@ pub struct EnsembleMoments {
     nv: usize,
     /// Trajectories added so far.
     n: usize,
-    /// Exact sums and sums of squares of counts, `[time][species]`.
-    counts: Vec<CountSums>,
+    /// Exact sums and sums of squares of counts, `[time][species]`, in 64 bits (a table of
+    /// them is a large part of a short run's memory traffic)...
+    counts: Vec<NarrowSums>,
+    /// ...until a sum at a time would overflow: from then on that time's sums are kept here.
+    wide: std::collections::BTreeMap<usize, Box<[CountSums]>>,
     /// Welford means and sums of squared deviations of observables, `[time][observable]`.
     mean: Vec<f64>,
     m2: Vec<f64>,
@@ -190,6 +256,43 @@ pub struct EnsembleMoments {
 struct CountSums {
     sum: i128,
     squares: U256,
+}
+
+impl CountSums {
+    fn add(&mut self, v: i64) {
+        self.sum += v as i128;
+        self.squares
+            .add((v.unsigned_abs() as u128) * (v.unsigned_abs() as u128));
+    }
+}
+
+/// [`CountSums`] while they fit in 64 bits.
+#[derive(Debug, Clone, Copy, Default)]
+struct NarrowSums {
+    sum: i64,
+    squares: u64,
+}
+
+impl NarrowSums {
+    /// Adds `v`, or leaves the sums as they were if they would overflow.
+    fn add(&mut self, v: i64) -> Option<()> {
+        let sum = self.sum.checked_add(v)?;
+        let squares = (v.unsigned_abs())
+            .checked_mul(v.unsigned_abs())
+            .and_then(|q| self.squares.checked_add(q))?;
+        *self = NarrowSums { sum, squares };
+        Some(())
+    }
+
+    fn wide(self) -> CountSums {
+        CountSums {
+            sum: self.sum as i128,
+            squares: U256 {
+                hi: 0,
+                lo: self.squares as u128,
+            },
+        }
+    }
 }
 
 /// An unsigned 256-bit integer, for sums of squares of counts (each below 2^126) over up to 2^64
@@ -261,7 +364,8 @@ impl EnsembleMoments {
             ns,
             nv,
             n: 0,
-            counts: vec![CountSums::default(); nt * ns],
+            counts: vec![NarrowSums::default(); nt * ns],
+            wide: std::collections::BTreeMap::new(),
             mean: vec![0.0; nt * (nv - ns)],
             m2: vec![0.0; nt * (nv - ns)],
             observables: vec![0.0; nv - ns],
@@ -288,15 +392,27 @@ impl EnsembleMoments {
             .collect();
         // Time by time, so that one time's accumulators stay in cache over the trajectories.
         for (k, &t) in self.times.iter().enumerate() {
-            let counts = &mut self.counts[k * ns..(k + 1) * ns];
+            let narrow = &mut self.counts[k * ns..(k + 1) * ns];
             let mean = &mut self.mean[k * no..(k + 1) * no];
             let m2 = &mut self.m2[k * no..(k + 1) * no];
+            let mut wide = self.wide.get_mut(&k);
             for traj in 0..batch.trajectories {
                 let x = batch.state(traj, k);
-                for (&v, c) in x.iter().zip(counts.iter_mut()) {
-                    c.sum += v as i128;
-                    c.squares
-                        .add((v.unsigned_abs() as u128) * (v.unsigned_abs() as u128));
+                let mut i = 0;
+                if wide.is_none() {
+                    while i < ns && narrow[i].add(x[i]).is_some() {
+                        i += 1;
+                    }
+                    if i < ns {
+                        // Species before i have this trajectory's count, the others not yet.
+                        let cells = narrow.iter().map(|c| c.wide()).collect();
+                        wide = Some(self.wide.entry(k).or_insert(cells));
+                    }
+                }
+                if let Some(cells) = wide.as_deref_mut() {
+                    for (c, &v) in cells[i..].iter_mut().zip(&x[i..]) {
+                        c.add(v);
+                    }
                 }
                 if no > 0 {
                     let values = &mut self.observables;
@@ -334,9 +450,16 @@ impl EnsembleMoments {
         self.sd_moment(k, i).map(|m| m.value)
     }
 
+    fn count_sums(&self, k: usize, i: usize) -> CountSums {
+        match self.wide.get(&k) {
+            Some(cells) => cells[i],
+            None => self.counts[k * self.ns + i].wide(),
+        }
+    }
+
     fn mean_moment(&self, k: usize, i: usize) -> Moment {
         if i < self.ns {
-            let s = self.counts[k * self.ns + i].sum;
+            let s = self.count_sums(k, i).sum;
             Moment {
                 value: s as f64 / self.n as f64,
                 key: u128::try_from(s).ok(),
@@ -362,7 +485,7 @@ impl EnsembleMoments {
                 key: None,
             });
         }
-        let CountSums { sum, squares } = self.counts[k * self.ns + i];
+        let CountSums { sum, squares } = self.count_sums(k, i);
         // n Q - S², exact and non-negative (Cauchy-Schwarz).
         let spread = squares
             .times(n as u64)
@@ -552,6 +675,42 @@ mod tests {
         assert_eq!(sd, Some(((u64::MAX as f64 + 1.0).powi(2) / 3.0).sqrt()));
     }
 
+    /// Sums that outgrow 64 bits part-way (at one time, for one species, in the middle of a
+    /// batch) continue exactly in wider integers, whatever the batches.
+    #[test]
+    fn sums_outgrowing_64_bits_stay_exact() {
+        use crate::engine::EnsembleMoments;
+        let model = crate::Model::parse("m.rxn", "species X, Y\nX -> Y @ 1\n").unwrap();
+        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
+        // Y's squares (9e18 each) pass 2^64 at the third trajectory, at the second time only.
+        let pairs: Vec<[i64; 2]> = (0..7).map(|n| [n, 3_000_000_000 + n]).collect();
+        let data: Vec<i64> = pairs.iter().flat_map(|&[x, y]| [x, 1, x, y]).collect();
+        let batch = |from: usize, to: usize| Ensemble {
+            times: vec![0.0, 1.0],
+            species: vec!["X".into(), "Y".into()],
+            trajectories: to - from,
+            data: data[from * 4..to * 4].to_vec(),
+            events: 0,
+        };
+        // The variance from exact sums, rounded once.
+        let n = pairs.len() as u128;
+        let (s, q) = pairs.iter().fold((0u128, 0u128), |(s, q), &[_, y]| {
+            (s + y as u128, q + (y as u128) * (y as u128))
+        });
+        let sd = (((n * q - s * s) as f64) / (7.0 * 6.0)).sqrt();
+        for size in 1..=7 {
+            let mut moments = EnsembleMoments::new(&compiled, &[0.0, 1.0]);
+            for from in (0..7).step_by(size) {
+                moments.add(&batch(from, (from + size).min(7)), &compiled, &[]);
+            }
+            assert_eq!(moments.mean(1, 1), (s as f64) / 7.0, "batches of {size}");
+            assert_eq!(moments.sd(1, 1), Some(sd), "batches of {size}");
+            assert_eq!(moments.mean(1, 0), 3.0);
+            assert_eq!(moments.sd(1, 0), Some((28.0f64 / 6.0).sqrt()));
+            assert_eq!((moments.mean(0, 1), moments.sd(0, 1)), (1.0, Some(0.0)));
+        }
+    }
+
     /// An ensemble written and summarised batch by batch gives the same bytes as the whole
     /// ensemble at once, whatever the batch size (trajectory indices, streams, moment order).
     #[test]
@@ -586,7 +745,7 @@ mod tests {
                 |first, b| {
                     writer.write(first, b, &compiled, &params)?;
                     moments.add(b, &compiled, &params);
-                    Ok::<(), csv::Error>(())
+                    Ok::<(), std::io::Error>(())
                 },
             )
             .unwrap();
@@ -596,6 +755,45 @@ mod tests {
             moments.write_csv(&mut batched_stats).unwrap();
             assert_eq!(batched_rows, rows, "batches of {batch}");
             assert_eq!(batched_stats, stats, "batches of {batch}");
+        }
+    }
+
+    /// The trajectories CSV reads back, with a CSV reader, as the ensemble's exact values: one
+    /// row per trajectory and time, observables included, numbers that round-trip.
+    #[test]
+    fn trajectories_read_back_exactly() {
+        let text = "species A = 5, B\nparam k = 2\nobservable ratio = A / (B + 3)\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n";
+        let model = crate::Model::parse("m.rxn", text).unwrap();
+        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
+        let params = model.ir.param_values();
+        let options = SimOptions {
+            t_end: 3.0,
+            every: 0.1,
+            trajectories: 40,
+            seed: 2,
+            ..SimOptions::default()
+        };
+        let ensemble = Ensemble::run(&compiled, &params, &options).unwrap();
+        let mut bytes = Vec::new();
+        crate::engine::write_trajectories(&mut bytes, &ensemble, &compiled, &params).unwrap();
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        assert_eq!(
+            reader.headers().unwrap(),
+            vec!["trajectory", "time", "A", "B", "ratio"]
+        );
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        let nt = ensemble.times.len();
+        assert_eq!(rows.len(), 40 * nt);
+        let mut obs = [0.0];
+        for (r, row) in rows.iter().enumerate() {
+            let (n, k) = (r / nt, r % nt);
+            let x = ensemble.state(n, k);
+            compiled.observables(x, &params, ensemble.times[k], &mut obs);
+            assert_eq!(row[0].parse::<usize>().unwrap(), n);
+            assert_eq!(row[1].parse::<f64>().unwrap(), ensemble.times[k]);
+            assert_eq!(row[2].parse::<i64>().unwrap(), x[0]);
+            assert_eq!(row[3].parse::<i64>().unwrap(), x[1]);
+            assert_eq!(row[4].parse::<f64>().unwrap(), obs[0]);
         }
     }
 
