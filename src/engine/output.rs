@@ -87,6 +87,8 @@ pub struct TrajectoryWriter<W: Write> {
 
 /// Text of about this many bytes is formatted at a time (per group of trajectories).
 const TEXT_GROUP_BYTES: usize = 8 << 20;
+/// Groups of at least this much text are formatted on several threads.
+const PARALLEL_TEXT_BYTES: usize = 256 << 10;
 
 impl<W: Write> TrajectoryWriter<W> {
     /// A writer whose output starts with the header `trajectory,time,<species...>,
@@ -134,8 +136,14 @@ impl<W: Write> TrajectoryWriter<W> {
         for start in (0..batch.trajectories).step_by(group) {
             let end = (start + group).min(batch.trajectories);
             let (time_text, observables) = (&self.time_text, self.observables);
+            // Starting a thread costs more than formatting a few hundred kilobytes.
+            let threads = if (end - start) * per_trajectory >= PARALLEL_TEXT_BYTES {
+                super::thread_budget()
+            } else {
+                super::ThreadBudget::exactly(1)
+            };
             let texts = super::map_range_on(
-                super::thread_budget(),
+                threads,
                 start..end,
                 |n| {
                     rows(
@@ -248,7 +256,6 @@ pub struct EnsembleMoments {
     /// Welford means and sums of squared deviations of observables, `[time][observable]`.
     mean: Vec<f64>,
     m2: Vec<f64>,
-    observables: Vec<f64>,
 }
 
 /// The sum S and the sum of squares Q of one species' counts at one time.
@@ -344,6 +351,71 @@ impl U256 {
     }
 }
 
+/// Batches of at least this many cells (trajectories × times × values) are summarised on
+/// several threads; starting one costs 0.05–2 ms on the development machine.
+const PARALLEL_CELLS: usize = 1 << 20;
+
+/// The accumulators of a run of consecutive sampling times, from time index `first`.
+struct TimeSlab<'a> {
+    first: usize,
+    len: usize,
+    counts: &'a mut [NarrowSums],
+    mean: &'a mut [f64],
+    m2: &'a mut [f64],
+    wide: std::collections::BTreeMap<usize, Box<[CountSums]>>,
+}
+
+impl TimeSlab<'_> {
+    /// Adds the trajectories of `batch` at this slab's times.
+    fn add(
+        &mut self,
+        batch: &Ensemble,
+        times: &[f64],
+        weights: &[f64],
+        (ns, no): (usize, usize),
+        compiled: &CompiledModel,
+        params: &[f64],
+    ) {
+        let mut values = vec![0.0; no];
+        // Time by time, so that one time's accumulators stay in cache over the trajectories.
+        for j in 0..self.len {
+            let k = self.first + j;
+            let narrow = &mut self.counts[j * ns..(j + 1) * ns];
+            let mean = &mut self.mean[j * no..(j + 1) * no];
+            let m2 = &mut self.m2[j * no..(j + 1) * no];
+            let mut wide = self.wide.get_mut(&k);
+            for traj in 0..batch.trajectories {
+                let x = batch.state(traj, k);
+                let mut i = 0;
+                if wide.is_none() {
+                    while i < ns && narrow[i].add(x[i]).is_some() {
+                        i += 1;
+                    }
+                    if i < ns {
+                        // Species before i have this trajectory's count, the others not yet.
+                        let cells = narrow.iter().map(|c| c.wide()).collect();
+                        wide = Some(self.wide.entry(k).or_insert(cells));
+                    }
+                }
+                if let Some(cells) = wide.as_deref_mut() {
+                    for (c, &v) in cells[i..].iter_mut().zip(&x[i..]) {
+                        c.add(v);
+                    }
+                }
+                if no > 0 {
+                    compiled.observables(x, params, times[k], &mut values);
+                    let weight = weights[traj];
+                    for i in 0..no {
+                        let d = values[i] - mean[i];
+                        mean[i] += d * weight;
+                        m2[i] += d * (values[i] - mean[i]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A moment as the writer sees it: the value, and for exact moments the integer that determines
 /// it (so equal keys print the same text).
 #[derive(Clone, Copy)]
@@ -368,7 +440,6 @@ impl EnsembleMoments {
             wide: std::collections::BTreeMap::new(),
             mean: vec![0.0; nt * (nv - ns)],
             m2: vec![0.0; nt * (nv - ns)],
-            observables: vec![0.0; nv - ns],
         }
     }
 
@@ -386,45 +457,54 @@ impl EnsembleMoments {
             batch.times, self.times,
             "an ensemble sampled at other times"
         );
-        let (ns, no) = (self.ns, self.nv - self.ns);
+        let (ns, no, nt) = (self.ns, self.nv - self.ns, self.times.len());
         let weights: Vec<f64> = (0..batch.trajectories)
             .map(|traj| 1.0 / (self.n + traj + 1) as f64)
             .collect();
-        // Time by time, so that one time's accumulators stay in cache over the trajectories.
-        for (k, &t) in self.times.iter().enumerate() {
-            let narrow = &mut self.counts[k * ns..(k + 1) * ns];
-            let mean = &mut self.mean[k * no..(k + 1) * no];
-            let m2 = &mut self.m2[k * no..(k + 1) * no];
-            let mut wide = self.wide.get_mut(&k);
-            for traj in 0..batch.trajectories {
-                let x = batch.state(traj, k);
-                let mut i = 0;
-                if wide.is_none() {
-                    while i < ns && narrow[i].add(x[i]).is_some() {
-                        i += 1;
-                    }
-                    if i < ns {
-                        // Species before i have this trajectory's count, the others not yet.
-                        let cells = narrow.iter().map(|c| c.wide()).collect();
-                        wide = Some(self.wide.entry(k).or_insert(cells));
-                    }
-                }
-                if let Some(cells) = wide.as_deref_mut() {
-                    for (c, &v) in cells[i..].iter_mut().zip(&x[i..]) {
-                        c.add(v);
-                    }
-                }
-                if no > 0 {
-                    let values = &mut self.observables;
-                    compiled.observables(x, params, t, values);
-                    let weight = weights[traj];
-                    for i in 0..no {
-                        let d = values[i] - mean[i];
-                        mean[i] += d * weight;
-                        m2[i] += d * (values[i] - mean[i]);
-                    }
-                }
-            }
+        // Times are independent: large batches are summarised on the ensemble's threads, a run
+        // of consecutive times each (every accumulator still adds the trajectories in order).
+        let parallel = batch.trajectories * nt * self.nv >= PARALLEL_CELLS;
+        let parts = if parallel { nt.min(64) } else { 1 };
+        let per = nt.div_ceil(parts.max(1)).max(1);
+        let mut wide = std::mem::take(&mut self.wide);
+        let (mut counts, mut mean, mut m2) = (
+            self.counts.as_mut_slice(),
+            self.mean.as_mut_slice(),
+            self.m2.as_mut_slice(),
+        );
+        let mut slabs = Vec::with_capacity(parts);
+        for first in (0..nt).step_by(per) {
+            let times = per.min(nt - first);
+            let (c, rest) = std::mem::take(&mut counts).split_at_mut(times * ns);
+            counts = rest;
+            let (m, rest) = std::mem::take(&mut mean).split_at_mut(times * no);
+            mean = rest;
+            let (q, rest) = std::mem::take(&mut m2).split_at_mut(times * no);
+            m2 = rest;
+            let later = wide.split_off(&(first + times));
+            slabs.push(std::sync::Mutex::new(TimeSlab {
+                first,
+                len: times,
+                counts: c,
+                mean: m,
+                m2: q,
+                wide: std::mem::replace(&mut wide, later),
+            }));
+        }
+        let (times, weights) = (&self.times, &weights);
+        let summarise = |s: usize| {
+            let mut slab = slabs[s].lock().unwrap_or_else(|e| e.into_inner());
+            slab.add(batch, times, weights, (ns, no), compiled, params);
+        };
+        let threads = if parallel {
+            super::thread_budget()
+        } else {
+            super::ThreadBudget::exactly(1)
+        };
+        super::map_range_on(threads, 0..slabs.len(), summarise, |_| false);
+        for slab in slabs {
+            let slab = slab.into_inner().unwrap_or_else(|e| e.into_inner());
+            self.wide.extend(slab.wide);
         }
         self.n += batch.trajectories;
     }
@@ -758,8 +838,44 @@ mod tests {
         }
     }
 
+    /// Batches large enough to be summarised on several threads give the same bytes as
+    /// trajectories added one at a time on this thread.
+    #[test]
+    fn parallel_summaries_match_serial_ones() {
+        use crate::engine::EnsembleMoments;
+        let text = "species A = 5, B\nparam k = 2\nobservable total = A + 2 * B\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n";
+        let model = crate::Model::parse("m.rxn", text).unwrap();
+        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
+        let params = model.ir.param_values();
+        let options = SimOptions {
+            t_end: 20.0,
+            every: 0.01,
+            trajectories: 400,
+            seed: 5,
+            threads: Some(2),
+            ..SimOptions::default()
+        };
+        // 400 × 2001 × 3 values: above the parallel threshold; one trajectory is below it.
+        const { assert!(400 * 2001 * 3 >= super::PARALLEL_CELLS && 2001 * 3 < super::PARALLEL_CELLS) };
+        crate::engine::set_worker_threads(3);
+        let whole = Ensemble::run(&compiled, &params, &options).unwrap();
+        let mut parallel = Vec::new();
+        whole
+            .write_stats_csv(&mut parallel, &compiled, &params)
+            .unwrap();
+        let mut serial = EnsembleMoments::new(&compiled, &options.grid());
+        Ensemble::run_in_batches(&compiled, &params, &options, 1, &|| {}, |_, b| {
+            serial.add(b, &compiled, &params);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        let mut one_by_one = Vec::new();
+        serial.write_csv(&mut one_by_one).unwrap();
+        assert!(parallel == one_by_one);
+    }
+
     /// The trajectories CSV reads back, with a CSV reader, as the ensemble's exact values: one
-    /// row per trajectory and time, observables included, numbers that round-trip.
+    /// row per trajectory and time, in order, observables included, numbers that round-trip.
     #[test]
     fn trajectories_read_back_exactly() {
         let text = "species A = 5, B\nparam k = 2\nobservable ratio = A / (B + 3)\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n";
@@ -769,10 +885,13 @@ mod tests {
         let options = SimOptions {
             t_end: 3.0,
             every: 0.1,
-            trajectories: 40,
+            trajectories: 400,
             seed: 2,
             ..SimOptions::default()
         };
+        // 400 trajectories × 31 rows × 5 fields: formatted on several threads.
+        const { assert!(400 * 31 * 5 * 8 >= super::PARALLEL_TEXT_BYTES) };
+        crate::engine::set_worker_threads(3);
         let ensemble = Ensemble::run(&compiled, &params, &options).unwrap();
         let mut bytes = Vec::new();
         crate::engine::write_trajectories(&mut bytes, &ensemble, &compiled, &params).unwrap();
@@ -783,7 +902,7 @@ mod tests {
         );
         let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         let nt = ensemble.times.len();
-        assert_eq!(rows.len(), 40 * nt);
+        assert_eq!(rows.len(), 400 * nt);
         let mut obs = [0.0];
         for (r, row) in rows.iter().enumerate() {
             let (n, k) = (r / nt, r % nt);
