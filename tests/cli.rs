@@ -354,6 +354,23 @@ fn simulate_rejects_bad_numbers() {
         assert!(r.stderr.contains("help:"), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?} printed {}", r.stdout);
     }
+    // One trajectory of 40 species at 10^8 times is 32 GB of samples, whatever -n.
+    let dir = scratch("too-long");
+    let species: Vec<String> = (0..40).map(|i| format!("S{i}")).collect();
+    let text = format!("species {}\nS0 -> S1 @ 1\n", species.join(", "));
+    write(&dir, "wide.rxn", &text);
+    let r = rxnc_in(
+        &dir,
+        &["simulate", "wide.rxn", "--t-end", "1", "--every", "1e-8"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("a trajectory sampled every 1e-8"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("GB of memory"), "{}", r.stderr);
+    assert!(r.stderr.contains("--every"), "{}", r.stderr);
 }
 
 #[test]
@@ -536,40 +553,59 @@ fn simulate_writes_out_and_stats_files() {
     assert_eq!(names, ["stats.csv", "traj.csv"]);
 }
 
-/// Trajectories are summarised (and written) as they finish, so memory does not grow with the
-/// ensemble: 13 000 trajectories sampled at 10 001 times would be 1 GB of counts if kept.
+/// Runs rxnc in `dir` with standard output discarded, checks that it succeeds, and returns its
+/// peak resident memory in MB (wait4 rather than Child::wait, for this child's resource usage).
 #[cfg(target_os = "linux")]
-#[test]
-fn simulate_memory_does_not_grow_with_the_ensemble() {
-    let dir = scratch("streaming");
+fn peak_mb(dir: &Path, args: &[&str]) -> i64 {
     let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-    let n = 13_000;
     #[allow(
         clippy::zombie_processes,
         reason = "reaped below with wait4, for its peak memory"
     )]
     let child = Command::new(BIN)
-        .args(["simulate", s(&example("birth_death.rxn")), "--t-end", "100"])
-        .args(["--every", "0.01", "-n", &n.to_string(), "--stats", "s.csv"])
-        .current_dir(&dir)
+        .args(args)
+        .current_dir(dir)
         .env("RXNC_CACHE_DIR", "off")
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
         .unwrap();
-    // wait4 rather than Child::wait, for this child's peak resident memory.
     let mut status = 0;
     // SAFETY: rusage is plain data, zero is a valid value of it; the pid is our child's.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(waited, child.id() as i32);
     let errors = std::fs::read_to_string(dir.join("stderr")).unwrap();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{errors}"
+    assert!(libc::WIFEXITED(status), "{args:?}: {errors}");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "{args:?}: {errors}");
+    usage.ru_maxrss / 1024
+}
+
+/// Trajectories are summarised (and written) as they finish, so memory does not grow with the
+/// ensemble: 13 000 trajectories sampled at 10 001 times would be 1 GB of counts if kept.
+#[cfg(target_os = "linux")]
+#[test]
+fn simulate_memory_does_not_grow_with_the_ensemble() {
+    let dir = scratch("streaming");
+    let n = 13_000;
+    let model = example("birth_death.rxn");
+    let bd = s(&model);
+    let peak = peak_mb(
+        &dir,
+        &[
+            "simulate",
+            bd,
+            "--t-end",
+            "100",
+            "--every",
+            "0.01",
+            "-n",
+            &n.to_string(),
+            "--stats",
+            "s.csv",
+        ],
     );
-    let peak_mb = usage.ru_maxrss / 1024;
-    assert!(peak_mb < 200, "peak resident memory {peak_mb} MB");
+    assert!(peak < 200, "peak resident memory {peak} MB");
     // The statistics are those of the whole ensemble: X(100) is Poisson(10).
     let stats = std::fs::read_to_string(dir.join("s.csv")).unwrap();
     let rows = lines(&stats);
@@ -584,6 +620,24 @@ fn simulate_memory_does_not_grow_with_the_ensemble() {
     let se_sd = ((10.0 * 31.0 - 100.0) / (4.0 * 10.0 * n as f64)).sqrt();
     let z = (sd - 10f64.sqrt()) / se_sd;
     assert!(z.abs() < 4.0, "sd {sd}, z = {z}");
+    // One trajectory at 10^7 times: its samples and times (160 MB), and text written in pieces.
+    let peak = peak_mb(
+        &dir,
+        &[
+            "simulate",
+            bd,
+            "--t-end",
+            "100",
+            "--every",
+            "1e-5",
+            "--out",
+            "/dev/null",
+        ],
+    );
+    assert!(
+        peak < 250,
+        "peak resident memory {peak} MB writing a long trajectory"
+    );
 }
 
 #[test]
@@ -677,32 +731,46 @@ fn same_seed_same_output_whatever_the_threads() {
 
 #[test]
 fn a_closed_pipe_is_not_an_error() {
-    let mut child = Command::new(BIN)
-        .env("RXNC_CACHE_DIR", "off")
-        .args([
-            "simulate",
-            s(&example("telegraph.rxn")),
-            "--t-end",
-            "1000",
-            "-n",
-            "200",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Read;
-        let mut stdout = child.stdout.take().unwrap();
-        let mut first = [0u8; 64];
-        stdout.read_exact(&mut first).unwrap();
-        assert!(first.starts_with(b"trajectory,time,"));
-        // Dropping the pipe closes it, like `| head`.
+    let dir = scratch("closed-pipe");
+    // Rows to standard output, to it through /dev/stdout, and with statistics to a file, which
+    // are still written whole.
+    for extra in [
+        &[][..],
+        &["--out", "/dev/stdout"],
+        &["--out", "/dev/stdout", "--stats", "s.csv"],
+    ] {
+        let mut child = Command::new(BIN)
+            .env("RXNC_CACHE_DIR", "off")
+            .current_dir(&dir)
+            .args([
+                "simulate",
+                s(&example("telegraph.rxn")),
+                "--t-end",
+                "1000",
+                "-n",
+                "200",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Read;
+            let mut stdout = child.stdout.take().unwrap();
+            let mut first = [0u8; 64];
+            stdout.read_exact(&mut first).unwrap();
+            assert!(first.starts_with(b"trajectory,time,"));
+            // Dropping the pipe closes it, like `| head`.
+        }
+        let out = child.wait_with_output().unwrap();
+        let r = finish(&["simulate (closed pipe)"], out);
+        assert_eq!(r.code, 0, "{extra:?}: {}", r.stderr);
+        assert!(r.stderr.is_empty(), "{extra:?}: {}", r.stderr);
     }
-    let out = child.wait_with_output().unwrap();
-    let r = finish(&["simulate (closed pipe)"], out);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    let stats = std::fs::read_to_string(dir.join("s.csv")).unwrap();
+    // 101 times × 3 species, and the header.
+    assert_eq!(lines(&stats).len(), 1 + 101 * 3);
 }
 
 #[cfg(unix)]

@@ -686,7 +686,7 @@ fn the_code_cache_never_changes_the_output() {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(run(&shared), reference, "cache others can write to");
         assert!(
-            entries(&shared).is_empty(),
+            std::fs::read_dir(&shared).unwrap().next().is_none(),
             "a cache others can write to was used"
         );
     }

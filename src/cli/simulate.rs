@@ -180,8 +180,9 @@ pub fn num(x: f64) -> String {
 /// The memory `simulate` may use where the machine's cannot be read.
 const MAX_MEMORY_BYTES: f64 = 64.0 * (1u64 << 30) as f64;
 
-/// The machine's physical memory in bytes.
-fn physical_memory() -> Option<f64> {
+/// The memory this process may use, in bytes: the machine's physical memory, or the limit of
+/// its control group (a container's) when lower.
+fn available_memory() -> Option<f64> {
     #[cfg(unix)]
     {
         // SAFETY: sysconf has no preconditions; it returns -1 for what it does not know.
@@ -191,7 +192,18 @@ fn physical_memory() -> Option<f64> {
                 libc::sysconf(libc::_SC_PAGESIZE),
             )
         };
-        (pages > 0 && size > 0).then_some(pages as f64 * size as f64)
+        let physical = (pages > 0 && size > 0).then_some(pages as f64 * size as f64);
+        // cgroup v2 ("max" when unlimited), then v1 (a huge number when unlimited).
+        let limit = [
+            "/sys/fs/cgroup/memory.max",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<f64>().ok());
+        match (physical, limit) {
+            (Some(p), Some(l)) => Some(p.min(l)),
+            (p, l) => p.or(l),
+        }
     }
     #[cfg(not(unix))]
     None
@@ -228,35 +240,44 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             "choose a larger --every",
         ));
     }
-    // Memory holds a batch of at least one trajectory's samples, the statistics' accumulators and
-    // what the figure draws, not the ensemble: refuse what cannot fit rather than be killed.
+    // Memory holds a batch of at least one trajectory's samples and its sampling times, the
+    // statistics' accumulators (16 bytes per time and value) and what the figure draws, not the
+    // ensemble: refuse what cannot fit rather than be killed.
     let times = (args.t_end / every).floor() + 2.0;
     let species = model.ir.species.len() as f64;
     let values = species + model.ir.observables.len() as f64;
-    let mut bytes = times * species * 8.0;
+    let mut bytes = times * (species + 1.0) * 8.0;
     if args.stats.is_some() || args.plot.is_some() {
-        bytes += times * (32.0 * species + 16.0 * values);
+        bytes += times * (8.0 + 16.0 * values);
     }
+    let finals = args.trajectories as f64 * values * 8.0;
     if args.plot.is_some() {
-        bytes += times * values * 8.0 * 10.0 + args.trajectories as f64 * values * 8.0;
+        bytes += times * values * 8.0 * 10.0 + finals;
     }
-    let memory = physical_memory().unwrap_or(MAX_MEMORY_BYTES);
+    let memory = available_memory().unwrap_or(MAX_MEMORY_BYTES);
     if bytes > memory {
-        let finals = args.plot.is_some() && args.trajectories as f64 * values * 8.0 > memory / 2.0;
+        let (what, help) = if args.plot.is_some() && finals > memory / 2.0 {
+            (
+                format!("the figure of {} trajectories", args.trajectories),
+                "the figure keeps every trajectory's last values: use fewer trajectories (-n) or leave out --plot",
+            )
+        } else {
+            (
+                format!(
+                    "a trajectory sampled every {} up to {}",
+                    num(every),
+                    num(args.t_end)
+                ),
+                "trajectories are written as they finish, but each keeps its samples until then: choose a larger sampling interval (--every)",
+            )
+        };
         return Err(Failure::input(
             format!(
-                "{} trajectories sampled every {} up to {} would need about {:.1} GB of memory, more than the {:.1} GB there is",
-                args.trajectories,
-                num(every),
-                num(args.t_end),
+                "{what} would need about {:.1} GB of memory, more than the {:.1} GB there is",
                 bytes / 1e9,
                 memory / 1e9
             ),
-            if finals {
-                "the figure keeps every trajectory's last values: use fewer trajectories (-n) or leave out --plot"
-            } else {
-                "trajectories are written as they finish, but each keeps its samples until then: choose a larger sampling interval (--every)"
-            },
+            help,
         ));
     }
     if args.max_events == 0 {
@@ -329,6 +350,9 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     // holds one batch and the statistics' accumulators, not the ensemble.
     let times = options.grid();
     let batch = batch_size(times.len() * model.ir.species.len());
+    let mut moments = (args.stats.is_some() || args.plot.is_some())
+        .then(|| EnsembleMoments::new(&compiled, &times));
+    drop(times);
     let to_stdout = args.out.is_none() && args.stats.is_none() && args.plot.is_none();
     let stdout = std::io::stdout();
     let mut rows = match (&mut out_file, to_stdout) {
@@ -337,9 +361,8 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         (None, false) => None,
     }
     .map(|out| TrajectoryWriter::new(out, &compiled));
-    let mut moments = (args.stats.is_some() || args.plot.is_some())
-        .then(|| EnsembleMoments::new(&compiled, &times));
     let mut figure = args.plot.is_some().then(|| FigureSamples::new(&compiled));
+    let mut rows_closed = false;
     let simulated = Ensemble::run_in_batches(
         &compiled,
         &params,
@@ -349,7 +372,18 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         |first, ensemble| {
             if let Some(w) = rows.as_mut() {
                 // Rows for a terminal would mix with the bar's redrawing unless it steps aside.
-                bar.suspend(|| w.write(first, ensemble, &compiled, &params))?;
+                match bar.suspend(|| w.write(first, ensemble, &compiled, &params)) {
+                    // A pipe closed by its reader (`| head`, also through `--out /dev/stdout`
+                    // or a named pipe) takes no more rows; the other outputs go on.
+                    Err(e) if is_broken_pipe(&e) => {
+                        rows = None;
+                        rows_closed = true;
+                        if moments.is_none() {
+                            return Err(e);
+                        }
+                    }
+                    written => written?,
+                }
             }
             if let Some(m) = moments.as_mut() {
                 m.add(ensemble, &compiled, &params);
@@ -366,12 +400,14 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         Err(BatchError::Simulation(e)) => return Err(sim_failure(&model, e)),
         Err(BatchError::Sink(e)) => Some(e),
     };
-    if let Some(e) = unwritten {
-        // A closed pipe on standard output (`| head`) ends the run quietly.
-        return match to_stdout && is_broken_pipe(&e) {
-            true => Ok(()),
-            false => Err(write_failure(e, to_stdout)),
-        };
+    match unwritten {
+        Some(e) if is_broken_pipe(&e) => rows_closed = true,
+        Some(e) => return Err(write_failure(e, to_stdout)),
+        None => {}
+    }
+    if rows_closed && moments.is_none() {
+        // The rows were all there was to write: a closed pipe ends the run quietly.
+        return Ok(());
     }
     drop(rows);
 
@@ -392,7 +428,7 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Internal(format!("cannot write --plot: {e}")))?;
         f.commit()?;
     }
-    if let Some(f) = out_file {
+    if let Some(f) = out_file.filter(|_| !rows_closed) {
         f.commit()?;
     }
     if let Some(f) = stats_file {

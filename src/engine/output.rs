@@ -79,13 +79,72 @@ pub struct TrajectoryWriter<W: Write> {
     /// The header, until it is written with the first rows (so that a run that fails before
     /// its first batch writes nothing).
     header: Option<Vec<u8>>,
-    /// The text of each sampling time, and the times it is the text of.
-    times: Vec<f64>,
-    time_text: Vec<Vec<u8>>,
+    /// The texts of the sampling times, one after another, and where each ends.
+    time_text: TimeText,
     observables: usize,
 }
 
-/// Text of about this many bytes is formatted at a time (per group of trajectories).
+/// The sampling times as text, formatted once (on grids of up to [`CACHED_TIMES`] times; longer
+/// ones are written by batches of one trajectory, and formatted as they are written).
+#[derive(Default)]
+struct TimeText {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+    /// [`TimeText::fingerprint`] of the times.
+    grid: Option<u64>,
+}
+
+impl TimeText {
+    /// A hash of the times (FNV-1a over their bits).
+    fn fingerprint(times: &[f64]) -> Option<u64> {
+        let fold = |h: u64, bits: u64| (h ^ bits).wrapping_mul(0x0000_0100_0000_01b3);
+        Some(
+            times
+                .iter()
+                .fold(fold(0xcbf2_9ce4_8422_2325, times.len() as u64), |h, t| {
+                    fold(h, t.to_bits())
+                }),
+        )
+    }
+
+    fn new(times: &[f64]) -> Self {
+        if times.len() > CACHED_TIMES {
+            return TimeText {
+                grid: Self::fingerprint(times),
+                ..TimeText::default()
+            };
+        }
+        let mut f = NumberFormat::new();
+        let mut text = Vec::with_capacity(times.len() * 4);
+        let ends = times
+            .iter()
+            .map(|&t| {
+                text.extend_from_slice(f.float(t));
+                text.len()
+            })
+            .collect();
+        TimeText {
+            text,
+            ends,
+            grid: Self::fingerprint(times),
+        }
+    }
+
+    /// The text of time `k` (`t`), from the cache or `f`.
+    fn get<'f>(&'f self, k: usize, t: f64, f: &'f mut NumberFormat) -> &'f [u8] {
+        if self.ends.is_empty() {
+            return f.float(t);
+        }
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        &self.text[start..self.ends[k]]
+    }
+}
+
+/// Text is formatted in pieces of about this many bytes (a trajectory on a long grid in several),
+/// and written a group of pieces of about [`TEXT_GROUP_BYTES`] at a time.
+const TEXT_PIECE_BYTES: usize = 1 << 20;
+/// The longest grid whose times are formatted once and kept.
+const CACHED_TIMES: usize = 1 << 20;
 const TEXT_GROUP_BYTES: usize = 8 << 20;
 /// Groups of at least this much text are formatted on several threads.
 const PARALLEL_TEXT_BYTES: usize = 256 << 10;
@@ -103,8 +162,7 @@ impl<W: Write> TrajectoryWriter<W> {
         TrajectoryWriter {
             out,
             header: Some(header),
-            times: Vec::new(),
-            time_text: Vec::new(),
+            time_text: TimeText::default(),
             observables: compiled.model.observables.len(),
         }
     }
@@ -125,40 +183,40 @@ impl<W: Write> TrajectoryWriter<W> {
         params: &[f64],
     ) -> std::io::Result<()> {
         self.write_header()?;
-        if self.times != batch.times {
-            let mut f = NumberFormat::new();
-            self.time_text = batch.times.iter().map(|&t| f.float(t).to_vec()).collect();
-            self.times = batch.times.clone();
+        let nt = batch.times.len();
+        // Every batch of an ensemble has the same times; formatted again only for another grid.
+        if self.time_text.grid != TimeText::fingerprint(&batch.times) {
+            self.time_text = TimeText::new(&batch.times);
         }
-        let fields = batch.species.len() + self.observables + 2;
-        let per_trajectory = (batch.times.len() * fields * 8).max(1);
-        let group = (TEXT_GROUP_BYTES / per_trajectory).max(1);
-        for start in (0..batch.trajectories).step_by(group) {
-            let end = (start + group).min(batch.trajectories);
-            let (time_text, observables) = (&self.time_text, self.observables);
+        // Work in pieces: rows k0..k1 of one trajectory, about TEXT_PIECE_BYTES of text each.
+        let row_bytes = (batch.species.len() + self.observables + 2) * 8;
+        let rows_per_piece = (TEXT_PIECE_BYTES / row_bytes).clamp(1, nt.max(1));
+        let pieces_per_trajectory = nt.div_ceil(rows_per_piece).max(1);
+        let pieces = batch.trajectories * pieces_per_trajectory;
+        let piece_bytes = rows_per_piece * row_bytes;
+        let group = (TEXT_GROUP_BYTES / piece_bytes).max(1);
+        let (time_text, observables) = (&self.time_text, self.observables);
+        let piece = |p: usize| {
+            let (n, part) = (p / pieces_per_trajectory, p % pieces_per_trajectory);
+            let k0 = part * rows_per_piece;
+            let k1 = (k0 + rows_per_piece).min(nt);
+            let place = Rows {
+                index: first + n,
+                batch,
+                n,
+                times: k0..k1,
+            };
+            place.text(time_text, observables, compiled, params)
+        };
+        for start in (0..pieces).step_by(group) {
+            let end = (start + group).min(pieces);
             // Starting a thread costs more than formatting a few hundred kilobytes.
-            let threads = if (end - start) * per_trajectory >= PARALLEL_TEXT_BYTES {
+            let threads = if (end - start) * piece_bytes >= PARALLEL_TEXT_BYTES {
                 super::thread_budget()
             } else {
                 super::ThreadBudget::exactly(1)
             };
-            let texts = super::map_range_on(
-                threads,
-                start..end,
-                |n| {
-                    rows(
-                        first + n,
-                        batch,
-                        n,
-                        time_text,
-                        observables,
-                        compiled,
-                        params,
-                    )
-                },
-                |_| false,
-            );
-            for text in texts {
+            for text in super::map_range_on(threads, start..end, piece, |_| false) {
                 self.out.write_all(&text)?;
             }
         }
@@ -178,39 +236,47 @@ impl<W: Write> TrajectoryWriter<W> {
     }
 }
 
-/// The rows of trajectory `n` of `batch`, numbered `index`.
-fn rows(
+/// Rows of the trajectories CSV: trajectory `n` of `batch`, numbered `index`, at time indices
+/// `times`.
+struct Rows<'b> {
     index: usize,
-    batch: &Ensemble,
+    batch: &'b Ensemble,
     n: usize,
-    time_text: &[Vec<u8>],
-    observables: usize,
-    compiled: &CompiledModel,
-    params: &[f64],
-) -> Vec<u8> {
-    let mut f = NumberFormat::new();
-    let mut obs = vec![0.0; observables];
-    let mut text = Vec::new();
-    let mut label = f.int(index as i64).to_vec();
-    label.push(b',');
-    for (k, &t) in batch.times.iter().enumerate() {
-        let x = batch.state(n, k);
-        text.extend_from_slice(&label);
-        text.extend_from_slice(&time_text[k]);
-        for &v in x {
-            text.push(b',');
-            text.extend_from_slice(f.int(v));
-        }
-        if !obs.is_empty() {
-            compiled.observables(x, params, t, &mut obs);
-            for &v in &obs {
+    times: std::ops::Range<usize>,
+}
+
+impl Rows<'_> {
+    fn text(
+        &self,
+        time_text: &TimeText,
+        observables: usize,
+        compiled: &CompiledModel,
+        params: &[f64],
+    ) -> Vec<u8> {
+        let (mut f, mut for_time) = (NumberFormat::new(), NumberFormat::new());
+        let mut obs = vec![0.0; observables];
+        let mut text = Vec::new();
+        let mut label = f.int(self.index as i64).to_vec();
+        label.push(b',');
+        for k in self.times.clone() {
+            let x = self.batch.state(self.n, k);
+            text.extend_from_slice(&label);
+            text.extend_from_slice(time_text.get(k, self.batch.times[k], &mut for_time));
+            for &v in x {
                 text.push(b',');
-                text.extend_from_slice(f.float(v));
+                text.extend_from_slice(f.int(v));
             }
+            if !obs.is_empty() {
+                compiled.observables(x, params, self.batch.times[k], &mut obs);
+                for &v in &obs {
+                    text.push(b',');
+                    text.extend_from_slice(f.float(v));
+                }
+            }
+            text.push(b'\n');
         }
-        text.push(b'\n');
+        text
     }
-    text
 }
 
 /// Means and standard deviations of every species and observable at every sampling time,
@@ -346,8 +412,25 @@ impl U256 {
         Some(U256 { hi, lo })
     }
 
+    /// The nearest f64 (ties to even), as `as` rounds: from the top 64 significant bits with
+    /// a sticky bit for those below, so that the value is rounded once.
     fn to_f64(self) -> f64 {
-        self.hi as f64 * 2f64.powi(128) + self.lo as f64
+        if self.hi == 0 {
+            return self.lo as f64;
+        }
+        // Bits below the top 64: at least 65, as the value has more than 128 bits.
+        let shift = 192 - self.hi.leading_zeros();
+        let (top, below) = if shift >= 128 {
+            let s = shift - 128;
+            (
+                (self.hi >> s) as u64,
+                self.hi & ((1 << s) - 1) != 0 || self.lo != 0,
+            )
+        } else {
+            let top = (self.hi << (128 - shift)) | (self.lo >> shift);
+            (top as u64, self.lo & ((1 << shift) - 1) != 0)
+        };
+        (top | below as u64) as f64 * 2f64.powi(shift as i32)
     }
 }
 
@@ -753,6 +836,80 @@ mod tests {
         let (mean, sd) = mean_and_sd(&[i64::MIN, i64::MAX, i64::MIN, i64::MAX]);
         assert_eq!(mean, -0.5);
         assert_eq!(sd, Some(((u64::MAX as f64 + 1.0).powi(2) / 3.0).sqrt()));
+    }
+
+    /// 256-bit values convert to the nearest f64, rounded once (ties to even).
+    #[test]
+    fn wide_integers_round_once() {
+        use super::U256;
+        let two = |e: i32| 2f64.powi(e);
+        // 2^200 + 2^147 is half-way between 2^200 and its next f64, 2^200 + 2^148: to even.
+        let half = U256 {
+            hi: (1 << 72) | (1 << 19),
+            lo: 0,
+        };
+        assert_eq!(half.to_f64(), two(200));
+        // One more, and it is nearer the next: rounding hi first would give 2^200.
+        let above = U256 {
+            hi: (1 << 72) | (1 << 19),
+            lo: 1,
+        };
+        assert_eq!(above.to_f64(), two(200) + two(148));
+        // Exact values, and the largest.
+        assert_eq!(U256 { hi: 1, lo: 0 }.to_f64(), two(128));
+        assert_eq!(
+            U256 {
+                hi: 3,
+                lo: 1 << 127
+            }
+            .to_f64(),
+            two(129) + two(128) + two(127)
+        );
+        assert_eq!(
+            U256 {
+                hi: u128::MAX,
+                lo: u128::MAX
+            }
+            .to_f64(),
+            two(256)
+        );
+        assert_eq!(U256 { hi: 0, lo: 12345 }.to_f64(), 12345.0);
+        // Products and squares, within and beyond 128 bits.
+        assert_eq!(
+            U256::square(u64::MAX as u128),
+            U256 {
+                hi: 0,
+                lo: (u64::MAX as u128).pow(2)
+            }
+        );
+        let a = (1u128 << 100) + 7;
+        assert_eq!(
+            U256::square(a),
+            U256 {
+                hi: 1 << 72,
+                lo: (14 << 100) + 49
+            }
+        );
+        assert_eq!(U256 { hi: 0, lo: 12 }.times(5), U256 { hi: 0, lo: 60 });
+        assert_eq!(
+            U256 {
+                hi: 0,
+                lo: u128::MAX
+            }
+            .times(2),
+            U256 {
+                hi: 1,
+                lo: u128::MAX - 1
+            }
+        );
+        assert_eq!(
+            U256 {
+                hi: 3,
+                lo: 1 << 127
+            }
+            .times(4),
+            U256 { hi: 14, lo: 0 }
+        );
     }
 
     /// Sums that outgrow 64 bits part-way (at one time, for one species, in the middle of a

@@ -43,9 +43,12 @@ pub(super) fn directory() -> Option<&'static Path> {
     USABLE
         .get_or_init(|| {
             let base = std::path::absolute(REQUESTED.get()?.as_ref()?).ok()?;
+            // The base is checked before anything is created in it.
+            if !(private_dir(&base).is_ok() && only_mine(&base)) {
+                return None;
+            }
             let entries = base.join(version_dir());
-            let usable = private_dir(&entries).is_ok() && only_mine(&base) && only_mine(&entries);
-            usable.then_some(entries)
+            (private_dir(&entries).is_ok() && only_mine(&entries)).then_some(entries)
         })
         .as_deref()
 }
@@ -156,7 +159,10 @@ impl cranelift_codegen::incremental_cache::CacheKvStore for DiskCache<'_> {
         if written.is_err() {
             let _ = std::fs::remove_file(&aside);
         }
-        if let Some(base) = self.dir.parent() {
+        // Only a cache laid out as `directory` lays it out is swept (not, say, a test's).
+        if self.dir.file_name() == Some(version_dir().as_ref())
+            && let Some(base) = self.dir.parent()
+        {
             sweep_if_due(base, SystemTime::now());
         }
     }
@@ -176,9 +182,9 @@ fn sweep_if_due(base: &Path, now: SystemTime) {
 }
 
 /// Removes from the cache under `base`: temporary files older than [`ABANDONED_AFTER`], entries
-/// (of any Cranelift version) unused for `unused_for`, then the least recently used entries until
-/// the rest fit in three quarters of `capacity` bytes if they exceed it; then empty directories
-/// of other versions, and entries of the layout before version directories. Failures are
+/// (of any Cranelift version, and of the flat layout before version directories) unused for
+/// `unused_for`, then the least recently used entries until the rest fit in three quarters of
+/// `capacity` bytes if they exceed it; then empty directories of other versions. Failures are
 /// ignored: at worst an entry is compiled again.
 fn sweep(base: &Path, now: SystemTime, capacity: u64, unused_for: Duration) {
     let age = |m: &std::fs::Metadata| {
@@ -193,17 +199,20 @@ fn sweep(base: &Path, now: SystemTime, capacity: u64, unused_for: Duration) {
     };
     let mut entries: Vec<(Duration, u64, PathBuf)> = Vec::new();
     let mut version_dirs = Vec::new();
+    // Entries in the version directories, and those of the flat layout before them (which an
+    // older rxnc may still use).
+    let mut dirs = vec![base.to_path_buf()];
     for item in top.flatten() {
         let (path, name) = (item.path(), item.file_name().to_string_lossy().into_owned());
-        if is_key(&name) {
-            let _ = std::fs::remove_file(&path);
-            continue;
+        if name.starts_with(VERSION_PREFIX) && item.metadata().is_ok_and(|m| m.is_dir()) {
+            if name != version_dir() {
+                version_dirs.push(path.clone());
+            }
+            dirs.push(path);
         }
-        let Ok(meta) = item.metadata() else { continue };
-        if !(name.starts_with(VERSION_PREFIX) && meta.is_dir()) {
-            continue;
-        }
-        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+    }
+    for path in &dirs {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") {
@@ -218,9 +227,6 @@ fn sweep(base: &Path, now: SystemTime, capacity: u64, unused_for: Duration) {
                 }
             }
         }
-        if name != version_dir() {
-            version_dirs.push(path);
-        }
     }
     let mut total: u64 = entries.iter().map(|e| e.1).sum();
     if total > capacity {
@@ -229,8 +235,10 @@ fn sweep(base: &Path, now: SystemTime, capacity: u64, unused_for: Duration) {
             if total <= capacity / 4 * 3 {
                 break;
             }
-            if std::fs::remove_file(&path).is_ok() {
-                total -= size;
+            // Gone already counts as removed (another process sweeping at the same time).
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {}
+                _ => total -= size,
             }
         }
     }
@@ -252,8 +260,9 @@ mod tests {
         file.set_modified(then).unwrap();
     }
 
-    /// The sweep removes leftovers, unused entries, old layouts and then the least recently
-    /// used entries down to three quarters of the capacity; it keeps the rest.
+    /// The sweep removes leftovers, unused entries (also those of the flat layout an older rxnc
+    /// uses) and then the least recently used entries down to three quarters of the capacity; it
+    /// keeps the rest.
     #[test]
     fn the_sweep_keeps_recently_used_entries_within_capacity() {
         let base = std::env::temp_dir().join(format!("rxnc-cache-sweep-{}", std::process::id()));
@@ -268,7 +277,8 @@ mod tests {
         }
         file_used(&ours.join(key(20)), 1000, 40, now);
         file_used(&theirs.join(key(30)), 1000, 31, now);
-        file_used(&base.join(key(40)), 1000, 0, now);
+        file_used(&base.join(key(40)), 1000, 40, now);
+        file_used(&base.join(key(41)), 1000, 0, now);
         file_used(&ours.join(format!("{}.7-0.tmp", key(50))), 10, 1, now);
         file_used(&ours.join(format!("{}.8-0.tmp", key(51))), 10, 0, now);
         file_used(&ours.join("notes.txt"), 10, 400, now);
@@ -278,19 +288,21 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        let mut expected: Vec<String> = (0..4).map(key).collect();
+        let mut expected: Vec<String> = (0..3).map(key).collect();
         expected.push(format!("{}.8-0.tmp", key(51)));
         expected.push("notes.txt".into());
         expected.sort();
-        // 8 entries of 1000 bytes against 6000: the four most recently used stay (4500 allowed).
+        // 9 entries of 1000 bytes against 6000 (one of them of the flat layout): the four most
+        // recently used stay (4500 allowed).
         assert_eq!(left, expected);
         assert!(
             !theirs.exists(),
             "the other version's directory, emptied, is removed"
         );
+        assert!(!base.join(key(40)).exists(), "unused flat-layout entry");
         assert!(
-            !base.join(key(40)).exists(),
-            "entries of the old layout are removed"
+            base.join(key(41)).exists(),
+            "recently used flat-layout entry"
         );
         std::fs::remove_dir_all(&base).unwrap();
     }
