@@ -796,6 +796,16 @@ pub fn write_stats(out: impl Write, rows: &[StatRow]) -> csv::Result<()> {
 mod tests {
     use crate::engine::{Ensemble, SimOptions, write_stats};
 
+    /// A -> B -> 0 fed by 0 -> A, with the observable `definition`; compiled, and its parameters.
+    fn conversion(definition: &str) -> (crate::jit::CompiledModel, Vec<f64>) {
+        let text = format!(
+            "species A = 5, B\nparam k = 2\nobservable {definition}\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n"
+        );
+        let model = crate::Model::parse("m.rxn", &text).unwrap();
+        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
+        (compiled, model.ir.param_values())
+    }
+
     fn one_species(counts: &[i64]) -> (Ensemble, crate::jit::CompiledModel) {
         let model = crate::Model::parse("m.rxn", "species X\nX -> 0 @ 1\n").unwrap();
         let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
@@ -953,10 +963,7 @@ mod tests {
     #[test]
     fn batches_write_what_the_whole_ensemble_writes() {
         use crate::engine::{EnsembleMoments, TrajectoryWriter, write_trajectories};
-        let text = "species A = 5, B\nparam k = 2\nobservable total = A + 2 * B\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n";
-        let model = crate::Model::parse("m.rxn", text).unwrap();
-        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
-        let params = model.ir.param_values();
+        let (compiled, params) = conversion("total = A + 2 * B");
         let options = SimOptions {
             t_end: 4.0,
             every: 0.5,
@@ -1000,10 +1007,7 @@ mod tests {
     #[test]
     fn parallel_summaries_match_serial_ones() {
         use crate::engine::EnsembleMoments;
-        let text = "species A = 5, B\nparam k = 2\nobservable total = A + 2 * B\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n";
-        let model = crate::Model::parse("m.rxn", text).unwrap();
-        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
-        let params = model.ir.param_values();
+        let (compiled, params) = conversion("total = A + 2 * B");
         let options = SimOptions {
             t_end: 20.0,
             every: 0.01,
@@ -1035,10 +1039,7 @@ mod tests {
     /// row per trajectory and time, in order, observables included, numbers that round-trip.
     #[test]
     fn trajectories_read_back_exactly() {
-        let text = "species A = 5, B\nparam k = 2\nobservable ratio = A / (B + 3)\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n";
-        let model = crate::Model::parse("m.rxn", text).unwrap();
-        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
-        let params = model.ir.param_values();
+        let (compiled, params) = conversion("ratio = A / (B + 3)");
         let options = SimOptions {
             t_end: 3.0,
             every: 0.1,
@@ -1076,10 +1077,7 @@ mod tests {
     /// The streaming statistics writer writes the same bytes as the rows-based one.
     #[test]
     fn streaming_stats_match_rows() {
-        let text = "species A = 5, B\nparam k = 2\nobservable total = A + 2 * B\nA -> B @ k\nB -> 0 @ 1\n0 -> A @ 3\n";
-        let model = crate::Model::parse("m.rxn", text).unwrap();
-        let compiled = crate::jit::CompiledModel::new(&model.ir).unwrap();
-        let params = model.ir.param_values();
+        let (compiled, params) = conversion("total = A + 2 * B");
         for trajectories in [1, 7] {
             let options = SimOptions {
                 t_end: 10.0,
