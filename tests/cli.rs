@@ -773,6 +773,76 @@ fn a_closed_pipe_is_not_an_error() {
     assert_eq!(lines(&stats).len(), 1 + 101 * 3);
 }
 
+/// An interrupted run (Ctrl-C, or SIGTERM from a job scheduler) removes its partial outputs
+/// and dies of the signal, as it would have without them; a signal it was started ignoring
+/// (`nohup` ignores SIGHUP) stays ignored.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_run_leaves_no_partial_files() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    // (the signal sent, a signal ignored from the start and sent first)
+    for (signal, ignored) in [
+        (libc::SIGINT, None),
+        (libc::SIGTERM, None),
+        (libc::SIGTERM, Some(libc::SIGHUP)),
+    ] {
+        let dir = scratch(&format!("interrupted-{signal}-{ignored:?}"));
+        let mut command = Command::new(BIN);
+        command
+            .env("RXNC_CACHE_DIR", "off")
+            .current_dir(&dir)
+            .args([
+                "simulate",
+                s(&example("birth_death.rxn")),
+                "--t-end",
+                "1000",
+            ])
+            .args(["-n", "1000000", "--out", "traj.csv", "--stats", "stats.csv"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(ignored) = ignored {
+            // SAFETY: only signal(2), async-signal-safe, runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::signal(ignored, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().unwrap();
+        let pid = child.id() as i32;
+        let send = |signal| {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our running child's.
+            assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        };
+        // Once both temporary files exist, the run is under way.
+        let started = std::time::Instant::now();
+        while std::fs::read_dir(&dir).unwrap().count() < 2 {
+            assert!(
+                started.elapsed().as_secs() < 20,
+                "no temporary files appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if let Some(ignored) = ignored {
+            send(ignored);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "an ignored signal stopped the run"
+            );
+        }
+        send(signal);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.signal(), Some(signal), "{out:?}");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "signal {signal} left {left:?}");
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn out_through_a_symlink_keeps_the_link() {

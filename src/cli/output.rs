@@ -5,6 +5,93 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// Removing partial outputs when the run is interrupted (Ctrl-C, SIGTERM from a job scheduler,
+/// SIGHUP): a long simulation stopped by hand leaves no hidden file of gigabytes behind. The
+/// process then dies of the signal as it would have (a shell reports 130 for Ctrl-C). A signal
+/// the process was started ignoring (`nohup`, a background job) stays ignored.
+#[cfg(unix)]
+mod interrupt {
+    use std::ffi::{CString, c_char, c_int};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
+    /// The paths of the temporary files being written. Only atomics and `unlink` are touched in
+    /// the handler (async-signal-safe); a path's string is never freed, so a handler running on
+    /// another thread cannot read freed memory (a few bytes per output file).
+    static IN_PROGRESS: [AtomicPtr<c_char>; 16] =
+        [const { AtomicPtr::new(std::ptr::null_mut()) }; 16];
+
+    extern "C" fn remove_and_die(signal: c_int) {
+        for slot in &IN_PROGRESS {
+            let path = slot.load(Ordering::SeqCst);
+            if !path.is_null() {
+                // SAFETY: a NUL-terminated string that is never freed; unlink is signal-safe.
+                unsafe { libc::unlink(path) };
+            }
+        }
+        // SAFETY: restoring the default action and raising the signal again are signal-safe.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+
+    fn install() {
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: sigaction with valid pointers; the handler only does signal-safe work.
+            unsafe {
+                let mut current: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(signal, std::ptr::null(), &mut current) != 0
+                    || current.sa_sigaction == libc::SIG_IGN
+                {
+                    continue;
+                }
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = remove_and_die as extern "C" fn(c_int) as usize;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+    }
+
+    /// Registers `path` for removal on interruption; the slot to give [`forget`].
+    pub fn register(path: &std::path::Path) -> Option<usize> {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        INSTALLED.get_or_init(install);
+        use std::os::unix::ffi::OsStrExt;
+        let path = CString::new(path.as_os_str().as_bytes()).ok()?.into_raw();
+        let slot = IN_PROGRESS.iter().position(|slot| {
+            slot.compare_exchange(
+                std::ptr::null_mut(),
+                path,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        });
+        if slot.is_none() {
+            // SAFETY: `path` came from into_raw above and was not shared.
+            drop(unsafe { CString::from_raw(path) });
+        }
+        slot
+    }
+
+    /// The file registered in `slot` is complete or removed: no longer removed on interruption.
+    pub fn forget(slot: Option<usize>) {
+        if let Some(slot) = slot {
+            IN_PROGRESS[slot].store(std::ptr::null_mut(), Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod interrupt {
+    pub fn register(_: &std::path::Path) -> Option<usize> {
+        None
+    }
+    pub fn forget(_: Option<usize>) {}
+}
+
 /// A file being written under a temporary name next to its destination; it takes its real name
 /// only when [`PendingFile::commit`] is called, so an interrupted run never leaves a truncated file
 /// under the name the user asked for.
@@ -18,6 +105,8 @@ use std::path::{Path, PathBuf};
 pub struct PendingFile {
     /// The temporary file, or `None` when writing directly to a special file.
     temp: Option<PathBuf>,
+    /// Its slot among the files removed if the run is interrupted.
+    interrupt_slot: Option<usize>,
     dest: PathBuf,
     writer: Option<BufWriter<File>>,
 }
@@ -64,6 +153,7 @@ impl PendingFile {
                 .try_clone_to_owned()
                 .map_err(cannot)?;
             return Ok(PendingFile {
+                interrupt_slot: None,
                 temp: None,
                 dest: dest.to_path_buf(),
                 writer: Some(BufWriter::new(File::from(owned))),
@@ -73,6 +163,7 @@ impl PendingFile {
             Ok(meta) if !meta.is_file() => {
                 let file = OpenOptions::new().append(true).open(dest).map_err(cannot)?;
                 Ok(PendingFile {
+                    interrupt_slot: None,
                     temp: None,
                     dest: dest.to_path_buf(),
                     writer: Some(BufWriter::new(file)),
@@ -89,8 +180,13 @@ impl PendingFile {
                         .map_or(name.clone(), |n| n.to_string_lossy().into_owned()),
                     std::process::id()
                 ));
-                let file = File::create(&temp).map_err(cannot)?;
+                let interrupt_slot = interrupt::register(&temp);
+                let file = File::create(&temp).map_err(|e| {
+                    interrupt::forget(interrupt_slot);
+                    cannot(e)
+                })?;
                 Ok(PendingFile {
+                    interrupt_slot,
                     temp: Some(temp),
                     dest: real,
                     writer: Some(BufWriter::new(file)),
@@ -122,6 +218,8 @@ impl PendingFile {
             // be regenerated from a seed do not need.
             drop(file);
             std::fs::rename(temp, &self.dest).map_err(fail)?;
+            interrupt::forget(self.interrupt_slot.take());
+            self.temp = None;
         }
         Ok(())
     }
@@ -147,9 +245,11 @@ fn inherited_fd(dest: &Path) -> Option<i32> {
 
 impl Drop for PendingFile {
     fn drop(&mut self) {
-        if let (Some(_), Some(temp)) = (&self.writer, &self.temp) {
+        // Not committed (or the commit failed): the partial file goes.
+        if let Some(temp) = &self.temp {
             let _ = std::fs::remove_file(temp);
         }
+        interrupt::forget(self.interrupt_slot.take());
     }
 }
 
