@@ -41,6 +41,61 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// Curves are drawn through at most about this many runs of consecutive times (a panel is about
+/// 400 pixels wide): a curve sampled at 10^5 times made a 31 MB SVG.
+const RUNS: usize = 1000;
+
+/// The points a curve over `times` is drawn through: all of them when there are few, else in
+/// each of [`RUNS`] runs of consecutive times the lowest and the highest, in time order, so that
+/// the line covers the same pixels, spikes included.
+fn thinned(times: &[f64], ys: &[f64]) -> Vec<(f64, f64)> {
+    let n = times.len().min(ys.len());
+    if n <= 2 * RUNS {
+        return times.iter().copied().zip(ys.iter().copied()).collect();
+    }
+    let mut points = Vec::with_capacity(2 * RUNS + 1);
+    for run in 0..RUNS {
+        let (from, to) = (run * n / RUNS, (run + 1) * n / RUNS);
+        let pick = |better: fn(f64, f64) -> bool| {
+            (from + 1..to).fold(
+                from,
+                |best, k| if better(ys[k], ys[best]) { k } else { best },
+            )
+        };
+        let (low, high) = (pick(|a, b| a < b), pick(|a, b| a > b));
+        let (first, second) = (low.min(high), low.max(high));
+        points.push((times[first], ys[first]));
+        if second != first {
+            points.push((times[second], ys[second]));
+        }
+    }
+    if points.last().is_some_and(|&(t, _)| t != times[n - 1]) {
+        points.push((times[n - 1], ys[n - 1]));
+    }
+    points
+}
+
+/// The upper (or lower) edge of a band over `times`: thinned like [`thinned`] to the highest (or
+/// lowest) value of each run, held over the run, so that the band still covers every value.
+fn edge(times: &[f64], ys: &[f64], upper: bool) -> Vec<(f64, f64)> {
+    let n = times.len().min(ys.len());
+    if n <= 2 * RUNS {
+        return times.iter().copied().zip(ys.iter().copied()).collect();
+    }
+    (0..RUNS)
+        .flat_map(|run| {
+            let (from, to) = (run * n / RUNS, (run + 1) * n / RUNS);
+            let values = ys[from..to].iter().copied();
+            let y = if upper {
+                values.fold(f64::NEG_INFINITY, f64::max)
+            } else {
+                values.fold(f64::INFINITY, f64::min)
+            };
+            [(times[from], y), (times[to - 1], y)]
+        })
+        .collect()
+}
+
 /// Normalised histograms of two samples on shared bins (integer bins for counts).
 fn histogram(area: &Area, title: &str, series: &[(&str, RGBColor, &[f64])]) -> Result<(), Failed> {
     let all = || series.iter().flat_map(|s| s.2.iter().copied());
@@ -139,7 +194,7 @@ fn bands(
     for (color, ys) in extra_lines {
         chart
             .draw_series(LineSeries::new(
-                times.iter().copied().zip(ys.iter().copied()),
+                thinned(times, ys),
                 color.mix(0.25).stroke_width(1),
             ))
             .map_err(err)?;
@@ -163,26 +218,24 @@ fn bands(
                 .label(s.name)
                 .legend(move |(x, y)| Circle::new((x + 5, y), 3, color.filled()));
         } else {
-            let upper = times
-                .iter()
-                .zip(&s.mean)
-                .zip(&s.sd)
-                .map(|((&t, &m), &d)| (t, m + d));
-            let lower = times
-                .iter()
-                .zip(&s.mean)
-                .zip(&s.sd)
-                .rev()
-                .map(|((&t, &m), &d)| (t, m - d));
+            let shifted = |sign: f64| -> Vec<f64> {
+                s.mean
+                    .iter()
+                    .zip(&s.sd)
+                    .map(|(m, d)| m + sign * d)
+                    .collect()
+            };
+            let mut outline = edge(times, &shifted(1.0), true);
+            outline.extend(edge(times, &shifted(-1.0), false).into_iter().rev());
             chart
                 .draw_series(std::iter::once(Polygon::new(
-                    upper.chain(lower).collect::<Vec<_>>(),
+                    outline,
                     color.mix(0.2).filled(),
                 )))
                 .map_err(err)?;
             chart
                 .draw_series(LineSeries::new(
-                    times.iter().copied().zip(s.mean.iter().copied()),
+                    thinned(times, &s.mean),
                     color.stroke_width(2),
                 ))
                 .map_err(err)?
@@ -432,5 +485,45 @@ pub fn figure_bytes(path: &std::path::Path, svg: String) -> Result<Vec<u8>, Fail
         svg_to_png(&svg)
     } else {
         Ok(svg.into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Short curves are drawn through every point; long ones through at most two per run, which
+    /// keep the ends, every run's extremes (a one-sample spike), and time order.
+    #[test]
+    fn long_curves_are_thinned_to_their_extremes() {
+        let times: Vec<f64> = (0..5).map(f64::from).collect();
+        let ys = [3.0, 1.0, 4.0, 1.0, 5.0];
+        assert_eq!(
+            thinned(&times, &ys),
+            times.iter().copied().zip(ys).collect::<Vec<_>>()
+        );
+        let n = 100_000;
+        let times: Vec<f64> = (0..n).map(|k| k as f64 * 0.01).collect();
+        let mut ys: Vec<f64> = times.iter().map(|t| (t / 7.0).sin()).collect();
+        ys[54_321] = 9.0;
+        ys[77_777] = -9.0;
+        let points = thinned(&times, &ys);
+        assert!(points.len() <= 2 * RUNS + 1, "{} points", points.len());
+        assert_eq!(points[0], (times[0], ys[0]));
+        assert_eq!(points[points.len() - 1], (times[n - 1], ys[n - 1]));
+        assert!(points.windows(2).all(|w| w[0].0 < w[1].0), "time order");
+        assert!(points.contains(&(times[54_321], 9.0)) && points.contains(&(times[77_777], -9.0)));
+        // A band's edges hold each run's highest (lowest) value over the run.
+        let upper = edge(&times, &ys, true);
+        let lower = edge(&times, &ys, false);
+        assert_eq!((upper.len(), lower.len()), (2 * RUNS, 2 * RUNS));
+        let run = |k: usize| k * RUNS / n;
+        for (k, &y) in ys.iter().enumerate() {
+            let (hi, lo) = (upper[2 * run(k)].1, lower[2 * run(k)].1);
+            assert!(
+                lo <= y && y <= hi,
+                "time index {k}: {y} outside [{lo}, {hi}]"
+            );
+        }
     }
 }
