@@ -354,9 +354,9 @@ fn simulate_rejects_bad_numbers() {
         assert!(r.stderr.contains("help:"), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?} printed {}", r.stdout);
     }
-    // One trajectory of 40 species at 10^8 times is 32 GB of samples, whatever -n.
+    // One trajectory of 2000 species at 10^8 times is 1.6 TB of samples, whatever -n.
     let dir = scratch("too-long");
-    let species: Vec<String> = (0..40).map(|i| format!("S{i}")).collect();
+    let species: Vec<String> = (0..2000).map(|i| format!("S{i}")).collect();
     let text = format!("species {}\nS0 -> S1 @ 1\n", species.join(", "));
     write(&dir, "wide.rxn", &text);
     let r = rxnc_in(
@@ -407,21 +407,19 @@ fn simulate_out_to_a_directory_is_an_input_error() {
 fn simulate_out_and_stats_must_differ() {
     let dir = scratch("same-file");
     let bd = example("birth_death.rxn");
-    let r = rxnc_in(
-        &dir,
-        &[
-            "simulate",
-            s(&bd),
-            "--t-end",
-            "1",
-            "--out",
-            "x.csv",
-            "--stats",
-            "./x.csv",
-        ],
-    );
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(!dir.join("x.csv").exists());
+    for (a, b, says) in [
+        ("--out", "--stats", "--out and --stats"),
+        ("--out", "--plot", "--out and --plot"),
+        ("--stats", "--plot", "--stats and --plot"),
+    ] {
+        let r = rxnc_in(
+            &dir,
+            &["simulate", s(&bd), "--t-end", "1", a, "x.svg", b, "./x.svg"],
+        );
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(r.stderr.contains(says), "{}", r.stderr);
+        assert!(!dir.join("x.svg").exists());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -732,24 +730,27 @@ fn same_seed_same_output_whatever_the_threads() {
 #[test]
 fn a_closed_pipe_is_not_an_error() {
     let dir = scratch("closed-pipe");
-    // Rows to standard output, to it through /dev/stdout, and with statistics to a file, which
-    // are still written whole.
-    for extra in [
-        &[][..],
-        &["--out", "/dev/stdout"],
-        &["--out", "/dev/stdout", "--stats", "s.csv"],
+    // Rows to standard output, to it through /dev/stdout, with statistics to a file (still
+    // written whole), statistics to standard output, and both there. Each is larger than a pipe
+    // holds (10 001 times × 3 species).
+    for (extra, header) in [
+        (&[][..], "trajectory,time,"),
+        (&["--out", "/dev/stdout"], "trajectory,time,"),
+        (
+            &["--out", "/dev/stdout", "--stats", "s.csv"],
+            "trajectory,time,",
+        ),
+        (&["--stats", "/dev/stdout"], "time,name,mean,sd"),
+        (
+            &["--out", "/dev/stdout", "--stats", "/dev/stdout"],
+            "trajectory,time,",
+        ),
     ] {
         let mut child = Command::new(BIN)
             .env("RXNC_CACHE_DIR", "off")
             .current_dir(&dir)
-            .args([
-                "simulate",
-                s(&example("telegraph.rxn")),
-                "--t-end",
-                "1000",
-                "-n",
-                "200",
-            ])
+            .args(["simulate", s(&example("telegraph.rxn")), "--t-end", "1000"])
+            .args(["--every", "0.1", "-n", "200"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -760,7 +761,7 @@ fn a_closed_pipe_is_not_an_error() {
             let mut stdout = child.stdout.take().unwrap();
             let mut first = [0u8; 64];
             stdout.read_exact(&mut first).unwrap();
-            assert!(first.starts_with(b"trajectory,time,"));
+            assert!(first.starts_with(header.as_bytes()), "{extra:?}");
             // Dropping the pipe closes it, like `| head`.
         }
         let out = child.wait_with_output().unwrap();
@@ -769,8 +770,7 @@ fn a_closed_pipe_is_not_an_error() {
         assert!(r.stderr.is_empty(), "{extra:?}: {}", r.stderr);
     }
     let stats = std::fs::read_to_string(dir.join("s.csv")).unwrap();
-    // 101 times × 3 species, and the header.
-    assert_eq!(lines(&stats).len(), 1 + 101 * 3);
+    assert_eq!(lines(&stats).len(), 1 + 10_001 * 3);
 }
 
 /// An interrupted run (Ctrl-C, or SIGTERM from a job scheduler) removes its partial outputs
@@ -800,14 +800,19 @@ fn an_interrupted_run_leaves_no_partial_files() {
             .args(["-n", "1000000", "--out", "traj.csv", "--stats", "stats.csv"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(ignored) = ignored {
-            // SAFETY: only signal(2), async-signal-safe, runs between fork and exec.
-            unsafe {
-                command.pre_exec(move || {
+        // The test's own dispositions are not inherited (a script's background job ignores
+        // SIGINT): default ones, and the one under test ignored.
+        // SAFETY: only signal(2), async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                if let Some(ignored) = ignored {
                     libc::signal(ignored, libc::SIG_IGN);
-                    Ok(())
-                });
-            }
+                }
+                Ok(())
+            });
         }
         let mut child = command.spawn().unwrap();
         let pid = child.id() as i32;

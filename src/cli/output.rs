@@ -202,7 +202,13 @@ impl PendingFile {
             .expect("writer is present until commit")
     }
 
-    /// Flushes and gives the file its real name.
+    /// Whether the output goes straight to a pipe, device or inherited descriptor (not through a
+    /// temporary file).
+    pub fn is_direct(&self) -> bool {
+        self.temp.is_none()
+    }
+
+    /// Flushes and gives the file its real name. A pipe closed by its reader is not an error.
     pub fn commit(mut self) -> Result<(), Failure> {
         let w = self.writer.take().expect("writer is present until commit");
         let fail = |e: io::Error| {
@@ -211,7 +217,11 @@ impl PendingFile {
                 "check free disk space and permissions",
             )
         };
-        let file = w.into_inner().map_err(|e| fail(e.into_error()))?;
+        let file = match w.into_inner() {
+            Ok(file) => file,
+            Err(e) if self.temp.is_none() && is_broken_pipe(e.error()) => return Ok(()),
+            Err(e) => return Err(fail(e.into_error())),
+        };
         if let Some(temp) = &self.temp {
             // The rename is what makes the file appear whole; an fsync would add tens of
             // milliseconds to every run for durability across power loss, which outputs that can
@@ -223,6 +233,36 @@ impl PendingFile {
         }
         Ok(())
     }
+}
+
+/// Refuses two outputs that name the same regular file (they would share one temporary file and
+/// overwrite each other); two outputs into one device or pipe (`/dev/null`) are fine.
+pub fn distinct_outputs(outputs: &[(&str, Option<&Path>)]) -> Result<(), Failure> {
+    let given: Vec<(&str, &Path)> = outputs
+        .iter()
+        .filter_map(|&(flag, path)| Some((flag, path?)))
+        .collect();
+    for (i, &(flag_a, a)) in given.iter().enumerate() {
+        for &(flag_b, b) in &given[i + 1..] {
+            let same = a == b
+                || matches!(
+                    (std::path::absolute(a), std::path::absolute(b)),
+                    (Ok(x), Ok(y)) if x == y
+                )
+                || matches!(
+                    (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                    (Ok(x), Ok(y)) if x == y
+                );
+            let special = std::fs::metadata(a).is_ok_and(|m| !m.is_file());
+            if same && !special {
+                return Err(Failure::input(
+                    format!("{flag_a} and {flag_b} both name `{}`", a.display()),
+                    "give them different files",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The descriptor a path names when it is one of this process's own (`/dev/stdout`, `/dev/fd/3`),
@@ -251,6 +291,11 @@ impl Drop for PendingFile {
         }
         interrupt::forget(self.interrupt_slot.take());
     }
+}
+
+/// Whether `e` says the reader of a pipe went away (`rxnc ... | head`).
+pub fn is_broken_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
 }
 
 /// Maps an error writing to standard output: a closed pipe (`rxnc ... | head`) ends quietly.

@@ -209,6 +209,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             )
         })?,
     };
+    super::output::distinct_outputs(&[
+        ("--out", args.out.as_deref()),
+        ("--trace", args.trace.as_deref()),
+        ("--plot", args.plot.as_deref()),
+    ])?;
     super::set_threads(args.threads)?;
     // Open outputs first: an unwritable path fails before the fit, not after it.
     let out_file = args

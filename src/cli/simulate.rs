@@ -1,6 +1,6 @@
 //! `rxnc simulate`.
 
-use super::output::PendingFile;
+use super::output::{PendingFile, is_broken_pipe};
 use super::{Failure, model_diagnostic};
 use crate::Model;
 use crate::diagnostics::Diagnostic;
@@ -180,6 +180,41 @@ pub fn num(x: f64) -> String {
 /// The memory `simulate` may use where the machine's cannot be read.
 const MAX_MEMORY_BYTES: f64 = 64.0 * (1u64 << 30) as f64;
 
+/// The lowest memory limit of this process's control group and its ancestors (Linux), if any:
+/// cgroup v2's `memory.max` ("max" when unlimited), v1's `memory.limit_in_bytes`.
+#[cfg(unix)]
+fn cgroup_limit() -> Option<f64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut lowest: Option<f64> = None;
+    for line in own.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (root, file) = if controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let root = std::path::Path::new(root);
+        let mut dir = root.join(path.trim_start_matches('/'));
+        while dir.starts_with(root) {
+            let limit = std::fs::read_to_string(dir.join(file));
+            if let Some(limit) = limit.ok().and_then(|l| l.trim().parse::<f64>().ok()) {
+                lowest = Some(lowest.map_or(limit, |l| l.min(limit)));
+            }
+            if !dir.pop() {
+                break;
+            }
+        }
+    }
+    lowest
+}
+
 /// The memory this process may use, in bytes: the machine's physical memory, or the limit of
 /// its control group (a container's) when lower.
 fn available_memory() -> Option<f64> {
@@ -193,13 +228,7 @@ fn available_memory() -> Option<f64> {
             )
         };
         let physical = (pages > 0 && size > 0).then_some(pages as f64 * size as f64);
-        // cgroup v2 ("max" when unlimited), then v1 (a huge number when unlimited).
-        let limit = [
-            "/sys/fs/cgroup/memory.max",
-            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-        ]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<f64>().ok());
+        let limit = cgroup_limit();
         match (physical, limit) {
             (Some(p), Some(l)) => Some(p.min(l)),
             (p, l) => p.or(l),
@@ -286,25 +315,11 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             "leave it out for the default of 100000000 events per trajectory",
         ));
     }
-    if let (Some(out), Some(stats)) = (&args.out, &args.stats) {
-        let same = out == stats
-            || matches!(
-                (std::path::absolute(out), std::path::absolute(stats)),
-                (Ok(a), Ok(b)) if a == b
-            )
-            || matches!(
-                (std::fs::canonicalize(out), std::fs::canonicalize(stats)),
-                (Ok(a), Ok(b)) if a == b
-            );
-        // Two outputs into one device or pipe (`/dev/null`) are fine; into one file they are not.
-        let special = std::fs::metadata(out).is_ok_and(|m| !m.is_file());
-        if same && !special {
-            return Err(Failure::input(
-                format!("--out and --stats both name `{}`", out.display()),
-                "give them different files",
-            ));
-        }
-    }
+    super::output::distinct_outputs(&[
+        ("--out", args.out.as_deref()),
+        ("--stats", args.stats.as_deref()),
+        ("--plot", args.plot.as_deref()),
+    ])?;
     super::set_threads(args.threads)?;
     // Open outputs first: an unwritable path fails before the simulation, not after it.
     let mut out_file = args
@@ -354,6 +369,9 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         .then(|| EnsembleMoments::new(&compiled, &times));
     drop(times);
     let to_stdout = args.out.is_none() && args.stats.is_none() && args.plot.is_none();
+    // A pipe closed by its reader (`| head`, also through `--out /dev/stdout` or a named pipe)
+    // takes no more; it is not an error. (A regular file never reports a closed pipe.)
+    let rows_direct = to_stdout || out_file.as_ref().is_some_and(PendingFile::is_direct);
     let stdout = std::io::stdout();
     let mut rows = match (&mut out_file, to_stdout) {
         (Some(f), _) => Some(Box::new(f.writer()) as Box<dyn Write>),
@@ -373,9 +391,8 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             if let Some(w) = rows.as_mut() {
                 // Rows for a terminal would mix with the bar's redrawing unless it steps aside.
                 match bar.suspend(|| w.write(first, ensemble, &compiled, &params)) {
-                    // A pipe closed by its reader (`| head`, also through `--out /dev/stdout`
-                    // or a named pipe) takes no more rows; the other outputs go on.
-                    Err(e) if is_broken_pipe(&e) => {
+                    // The rows' pipe was closed: the other outputs go on.
+                    Err(e) if rows_direct && is_broken_pipe(&e) => {
                         rows = None;
                         rows_closed = true;
                         if moments.is_none() {
@@ -401,7 +418,7 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         Err(BatchError::Sink(e)) => Some(e),
     };
     match unwritten {
-        Some(e) if is_broken_pipe(&e) => rows_closed = true,
+        Some(e) if rows_direct && is_broken_pipe(&e) => rows_closed = true,
         Some(e) => return Err(write_failure(e, to_stdout)),
         None => {}
     }
@@ -411,9 +428,12 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     }
     drop(rows);
 
+    let quiet = |f: &PendingFile, e: &std::io::Error| f.is_direct() && is_broken_pipe(e);
     if let (Some(f), Some(m)) = (stats_file.as_mut(), &moments) {
-        m.write_csv(f.writer())
-            .map_err(|e| write_failure(e, false))?;
+        match m.write_csv(f.writer()) {
+            Err(e) if !quiet(f, &e) => return Err(write_failure(e, false)),
+            _ => {}
+        }
     }
     if let (Some(mut f), Some(samples), Some(m)) = (plot_file, figure, &moments) {
         let path = args
@@ -423,10 +443,12 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         let bytes = crate::driver::plot::trajectories_svg(&samples.figure(m))
             .and_then(|svg| crate::driver::plot::figure_bytes(path, svg))
             .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
-        f.writer()
-            .write_all(&bytes)
-            .map_err(|e| Failure::Internal(format!("cannot write --plot: {e}")))?;
-        f.commit()?;
+        match f.writer().write_all(&bytes) {
+            Err(e) if !quiet(&f, &e) => {
+                return Err(Failure::Internal(format!("cannot write --plot: {e}")));
+            }
+            _ => f.commit()?,
+        }
     }
     if let Some(f) = out_file.filter(|_| !rows_closed) {
         f.commit()?;
@@ -453,10 +475,6 @@ fn write_failure(e: std::io::Error, to_stdout: bool) -> Failure {
         "output"
     };
     Failure::Internal(format!("cannot write {whence}: {e}"))
-}
-
-fn is_broken_pipe(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::BrokenPipe
 }
 
 /// Figures are SVG or PNG: refuse other extensions before any work is done.

@@ -90,8 +90,9 @@ pub struct TrajectoryWriter<W: Write> {
 struct TimeText {
     text: Vec<u8>,
     ends: Vec<usize>,
-    /// [`TimeText::fingerprint`] of the times.
+    /// [`TimeText::fingerprint`] of the times, and their number.
     grid: Option<u64>,
+    len: usize,
 }
 
 impl TimeText {
@@ -111,6 +112,7 @@ impl TimeText {
         if times.len() > CACHED_TIMES {
             return TimeText {
                 grid: Self::fingerprint(times),
+                len: times.len(),
                 ..TimeText::default()
             };
         }
@@ -127,6 +129,7 @@ impl TimeText {
             text,
             ends,
             grid: Self::fingerprint(times),
+            len: times.len(),
         }
     }
 
@@ -185,7 +188,9 @@ impl<W: Write> TrajectoryWriter<W> {
         self.write_header()?;
         let nt = batch.times.len();
         // Every batch of an ensemble has the same times; formatted again only for another grid.
-        if self.time_text.grid != TimeText::fingerprint(&batch.times) {
+        if self.time_text.grid != TimeText::fingerprint(&batch.times)
+            || self.time_text.len != batch.times.len()
+        {
             self.time_text = TimeText::new(&batch.times);
         }
         // Work in pieces: rows k0..k1 of one trajectory, about TEXT_PIECE_BYTES of text each.
@@ -285,8 +290,9 @@ impl Rows<'_> {
 ///
 /// Copy numbers are integers, so their sums and sums of squares are kept exactly (in 128 and 256
 /// bits, which no count or number of trajectories can overflow): the mean S/n and the variance
-/// (nQ - S²)/(n(n - 1)) are then rounded once, do not depend on the order of the trajectories, and
-/// repeat across times, which lets the writer reuse their text. Observables use Welford's
+/// (nQ - S²)/(n(n - 1)) are then computed from exact integers (rounded once below 2^53, a few
+/// times beyond), do not depend on the order of the trajectories, and repeat across times,
+/// which lets the writer reuse their text. Observables use Welford's
 /// recurrence in trajectory order.
 ///
 /// ```

@@ -215,7 +215,9 @@ fn sweep(base: &Path, now: SystemTime, capacity: u64, unused_for: Duration) {
         for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") {
+            // What `insert` writes aside: `<key>.<pid>-<n>.tmp`, nothing else of that suffix.
+            let aside = name.strip_suffix(".tmp").and_then(|n| n.split_once('.'));
+            if aside.is_some_and(|(key, _)| is_key(key)) {
                 if age(&meta) > ABANDONED_AFTER {
                     let _ = std::fs::remove_file(entry.path());
                 }
@@ -282,6 +284,7 @@ mod tests {
         file_used(&ours.join(format!("{}.7-0.tmp", key(50))), 10, 1, now);
         file_used(&ours.join(format!("{}.8-0.tmp", key(51))), 10, 0, now);
         file_used(&ours.join("notes.txt"), 10, 400, now);
+        file_used(&base.join("draft.tmp"), 10, 400, now);
         sweep(&base, now, 6000, UNUSED_FOR);
         let mut left: Vec<String> = std::fs::read_dir(&ours)
             .unwrap()
@@ -304,6 +307,7 @@ mod tests {
             base.join(key(41)).exists(),
             "recently used flat-layout entry"
         );
+        assert!(base.join("draft.tmp").exists(), "another program's file");
         std::fs::remove_dir_all(&base).unwrap();
     }
 
