@@ -185,6 +185,13 @@ const MAX_MEMORY_BYTES: f64 = 64.0 * (1u64 << 30) as f64;
 #[cfg(unix)]
 fn cgroup_limit() -> Option<f64> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_limit_under(&own, std::path::Path::new("/sys/fs/cgroup"))
+}
+
+/// [`cgroup_limit`] for the memberships `own` (as in `/proc/self/cgroup`) under the cgroup file
+/// systems mounted at `mount`.
+#[cfg(unix)]
+fn cgroup_limit_under(own: &str, mount: &std::path::Path) -> Option<f64> {
     let mut lowest: Option<f64> = None;
     for line in own.lines() {
         let mut fields = line.splitn(3, ':');
@@ -194,15 +201,14 @@ fn cgroup_limit() -> Option<f64> {
             continue;
         };
         let (root, file) = if controllers.is_empty() {
-            ("/sys/fs/cgroup", "memory.max")
+            (mount.to_path_buf(), "memory.max")
         } else if controllers.split(',').any(|c| c == "memory") {
-            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+            (mount.join("memory"), "memory.limit_in_bytes")
         } else {
             continue;
         };
-        let root = std::path::Path::new(root);
         let mut dir = root.join(path.trim_start_matches('/'));
-        while dir.starts_with(root) {
+        while dir.starts_with(&root) {
             let limit = std::fs::read_to_string(dir.join(file));
             if let Some(limit) = limit.ok().and_then(|l| l.trim().parse::<f64>().ok()) {
                 lowest = Some(lowest.map_or(limit, |l| l.min(limit)));
@@ -582,5 +588,36 @@ impl FigureSamples {
             finals: self.finals,
             names: self.names,
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::cgroup_limit_under;
+
+    /// The lowest limit on the way from the process's group to the root, in either version.
+    #[test]
+    fn cgroup_limits_are_read_up_the_hierarchy() {
+        let mount = std::env::temp_dir().join(format!("rxnc-cgroup-{}", std::process::id()));
+        let write = |dir: &str, file: &str, text: &str| {
+            let dir = mount.join(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(file), text).unwrap();
+        };
+        write("", "memory.max", "max\n");
+        write("user.slice", "memory.max", "8000000000\n");
+        write("user.slice/job", "memory.max", "max\n");
+        write("memory", "memory.limit_in_bytes", "9223372036854771712\n");
+        write("memory/batch", "memory.limit_in_bytes", "3000000000\n");
+        write("memory/batch/task", "memory.limit_in_bytes", "5000000000\n");
+        assert_eq!(
+            cgroup_limit_under("0::/user.slice/job\n", &mount),
+            Some(8e9)
+        );
+        assert_eq!(cgroup_limit_under("0::/\n", &mount), None);
+        let v1 = "4:memory:/batch/task\n3:cpuset:/\n";
+        assert_eq!(cgroup_limit_under(v1, &mount), Some(3e9));
+        assert_eq!(cgroup_limit_under("1:cpu:/\n", &mount), None);
+        std::fs::remove_dir_all(&mount).unwrap();
     }
 }
