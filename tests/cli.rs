@@ -990,6 +990,34 @@ fn negative_propensity_in_a_reverse_reaction() {
     );
 }
 
+/// An infinite propensity (overflow of the rate law), at the start or on the way, is the
+/// propensity's error at its rate; a count passing 2^63 - 1 is an error, not a wrapped number.
+#[test]
+fn infinite_propensities_and_overflowing_counts_are_errors() {
+    let dir = scratch("overflow");
+    for (model, says) in [
+        ("species A = 1\nA -> 2A @ 1e307\n", "e-307 in trajectory 0"),
+        ("species A = 0\n0 -> A @= 1e308 * 10\n", "is inf at t = 0"),
+        (
+            "species A = 1, B\nA -> 2A @ 1e307\nA -> B @ 1\n",
+            "`R1` is inf",
+        ),
+        (
+            "species A = 9223372036854774784\n0 -> A @ 1e6\n",
+            "passed the largest count",
+        ),
+    ] {
+        write(&dir, "m.rxn", model);
+        let r = rxnc_in(
+            &dir,
+            &["simulate", "m.rxn", "--t-end", "0.01", "--every", "0.005"],
+        );
+        assert_eq!(r.code, 1, "{model}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{model}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{model}: {}", r.stdout);
+    }
+}
+
 #[test]
 fn nan_propensity_is_an_error() {
     let dir = scratch("nan-propensity");

@@ -197,6 +197,17 @@ pub enum SimError {
     /// The trajectory stopped because another one in the ensemble failed first (never returned
     /// by [`Ensemble::run`], which reports the failure itself).
     Cancelled,
+    /// A count passed the largest representable one (2^63 - 1) and wrapped around.
+    CountOverflow {
+        /// The species.
+        species: String,
+        /// When it was seen (a sampling time).
+        time: f64,
+        /// Which trajectory.
+        trajectory: usize,
+        /// The state then.
+        state: Vec<(String, i64)>,
+    },
     /// A trajectory reached the event limit.
     TooManyEvents {
         /// The limit.
@@ -208,6 +219,21 @@ pub enum SimError {
         /// The state then.
         state: Vec<(String, i64)>,
     },
+}
+
+/// A time for a message: plain when short, in scientific notation when very small or large
+/// (`{}` writes 1e-300 with 300 digits).
+struct Shown(f64);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let x = self.0;
+        if x != 0.0 && x.is_finite() && !(1e-4..1e9).contains(&x.abs()) {
+            write!(f, "{x:e}")
+        } else {
+            write!(f, "{x}")
+        }
+    }
 }
 
 fn state_text(state: &[(String, i64)]) -> String {
@@ -232,9 +258,10 @@ impl fmt::Display for SimError {
             } => write!(
                 f,
                 "the derivative of reaction `{reaction}`'s propensity with respect to `{param}` is {value} \
-                 at t = {time} in trajectory {trajectory} (state: {}); gradients need rate laws that are \
+                 at t = {shown_time} in trajectory {trajectory} (state: {}); gradients need rate laws that are \
                  differentiable where the simulation goes. Check powers, logarithms and divisions at zero",
-                state_text(state)
+                state_text(state),
+                shown_time = Shown(*time)
             ),
             SimError::TangentOverflow {
                 time,
@@ -243,10 +270,11 @@ impl fmt::Display for SimError {
             } => write!(
                 f,
                 "the derivative with respect to the parameters that the estimator carries along \
-                 trajectory {trajectory} overflowed by t = {time} although every partial derivative \
+                 trajectory {trajectory} overflowed by t = {shown_time} although every partial derivative \
                  of the propensities was finite (state: {}). Shorten the horizon, or try another \
                  estimator",
-                state_text(state)
+                state_text(state),
+                shown_time = Shown(*time)
             ),
             SimError::Cancelled => f.write_str("cancelled after another trajectory failed"),
             SimError::InvalidPropensity {
@@ -257,10 +285,11 @@ impl fmt::Display for SimError {
                 trajectory,
             } => write!(
                 f,
-                "the propensity of reaction `{reaction}` is {value} at t = {time} in trajectory {trajectory} \
+                "the propensity of reaction `{reaction}` is {value} at t = {shown_time} in trajectory {trajectory} \
                  (state: {}); propensities must be finite and non-negative. Check its rate law for \
                  subtractions, divisions by zero, or logarithms of zero",
-                state_text(state)
+                state_text(state),
+                shown_time = Shown(*time)
             ),
             SimError::NegativeCount {
                 reaction,
@@ -270,10 +299,24 @@ impl fmt::Display for SimError {
                 trajectory,
             } => write!(
                 f,
-                "reaction `{reaction}` fired at t = {time} in trajectory {trajectory} and left `{species}` \
+                "reaction `{reaction}` fired at t = {shown_time} in trajectory {trajectory} and left `{species}` \
                  negative (state after: {}); a full propensity (`@=`) must be zero when its reactants are \
                  missing, for example by multiplying by `{species}`, or use mass action (`@`)",
-                state_text(state)
+                state_text(state),
+                shown_time = Shown(*time)
+            ),
+            SimError::CountOverflow {
+                species,
+                time,
+                trajectory,
+                state,
+            } => write!(
+                f,
+                "the count of `{species}` in trajectory {trajectory} passed the largest count, \
+                 2^63 - 1, by t = {shown_time} (state: {}); the model grows without bound. Shorten \
+                 --t-end, or check its rates",
+                state_text(state),
+                shown_time = Shown(*time)
             ),
             SimError::TooManyEvents {
                 limit,
@@ -282,9 +325,10 @@ impl fmt::Display for SimError {
                 state,
             } => write!(
                 f,
-                "trajectory {trajectory} reached the limit of {limit} events at t = {time} (state: {}); \
+                "trajectory {trajectory} reached the limit of {limit} events at t = {shown_time} (state: {}); \
                  the model may grow without bound. Shorten --t-end, or raise --max-events if this is expected",
-                state_text(state)
+                state_text(state),
+                shown_time = Shown(*time)
             ),
         }
     }
@@ -417,8 +461,46 @@ impl<'m> Trajectory<'m> {
             .collect()
     }
 
+    /// Counts only grow past 2^63 - 1 by wrapping around to negative values (reactions that take
+    /// a count below zero are caught when they fire), and an infinite propensity is not caught
+    /// when it fires: both are checked where the state is recorded.
+    fn check_counts(&self, time: f64) -> Result<(), SimError> {
+        self.check_propensities()?;
+        match self.x.iter().position(|&v| v < 0) {
+            Some(i) => Err(SimError::CountOverflow {
+                species: self.compiled.model.species[i].name.clone(),
+                time,
+                trajectory: self.index,
+                state: self.named_state(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for a total propensity that is not finite: an infinite or NaN propensity, else
+    /// (finite propensities whose sum overflows) the largest, reported with the total.
+    #[cold]
+    fn non_finite_total(&self) -> SimError {
+        self.check_propensities().err().unwrap_or_else(|| {
+            let largest = (0..self.a.len())
+                .max_by(|&i, &j| self.a[i].total_cmp(&self.a[j]))
+                .unwrap_or(0);
+            SimError::InvalidPropensity {
+                reaction: self.compiled.model.reactions[largest].name.clone(),
+                value: self.a.iter().sum(),
+                time: self.t,
+                state: self.named_state(),
+                trajectory: self.index,
+            }
+        })
+    }
+
     fn check_propensities(&self) -> Result<(), SimError> {
-        match self.a.iter().position(|v| !(*v >= 0.0)) {
+        match self
+            .a
+            .iter()
+            .position(|v| !(0.0..f64::INFINITY).contains(v))
+        {
             Some(k) => Err(SimError::InvalidPropensity {
                 reaction: self.compiled.model.reactions[k].name.clone(),
                 value: self.a[k],
@@ -455,6 +537,8 @@ impl<'m> Trajectory<'m> {
     /// Book-keeping after reaction `j` fired and changed the total by `delta`.
     #[inline(always)]
     fn account(&mut self, j: usize, delta: f64) -> Result<(), SimError> {
+        // NaN from a negative or NaN propensity (an infinite one is caught at the next re-sum or
+        // sampling time: testing for it here cost 2.5 % of a birth-death event).
         if delta.is_nan() {
             return Err(self.diagnose(j));
         }
@@ -473,6 +557,9 @@ impl<'m> Trajectory<'m> {
         if self.since_resync >= RESYNC_EVERY || self.a0 < 1e-6 * before {
             self.a0 = self.a.iter().sum();
             self.since_resync = 0;
+            if !self.a0.is_finite() {
+                return Err(self.diagnose(j));
+            }
         }
         Ok(())
     }
@@ -529,6 +616,7 @@ impl<'m> Trajectory<'m> {
                 f64::INFINITY
             };
             while next_sample < t_next {
+                self.check_counts(next_sample)?;
                 sample(next, &self.x);
                 next += 1;
                 next_sample = times.get(next).copied().unwrap_or(f64::INFINITY);
@@ -615,6 +703,7 @@ impl<'m> Trajectory<'m> {
                 f64::INFINITY
             };
             while next_sample < t_next {
+                self.check_counts(next_sample)?;
                 sample(next, &self.x);
                 next += 1;
                 next_sample = times.get(next).copied().unwrap_or(f64::INFINITY);
@@ -639,9 +728,14 @@ impl<'m> Trajectory<'m> {
             let (j, delta) = match fired {
                 Some(fired) => fired,
                 None => {
-                    // Rounding left a0 above the true sum: re-sum and draw again.
+                    // Rounding left a0 above the true sum (or it is not finite): re-sum and draw
+                    // again.
                     a0 = self.a.iter().sum();
                     until_resync = RESYNC_EVERY;
+                    if !a0.is_finite() {
+                        self.t = t;
+                        break Err(Some(self.non_finite_total()));
+                    }
                     if a0 <= 0.0 {
                         continue;
                     }
@@ -664,6 +758,10 @@ impl<'m> Trajectory<'m> {
             if until_resync == 0 || a0 < 1e-6 * before {
                 a0 = self.a.iter().sum();
                 until_resync = RESYNC_EVERY;
+                if !a0.is_finite() {
+                    self.t = t;
+                    break Err(Some(self.non_finite_total()));
+                }
             }
         };
         self.t = t;
