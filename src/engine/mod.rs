@@ -758,10 +758,6 @@ impl<'m> Trajectory<'m> {
             if until_resync == 0 || a0 < 1e-6 * before {
                 a0 = self.a.iter().sum();
                 until_resync = RESYNC_EVERY;
-                if !a0.is_finite() {
-                    self.t = t;
-                    break Err(Some(self.non_finite_total()));
-                }
             }
         };
         self.t = t;
