@@ -420,6 +420,49 @@ fn simulate_out_and_stats_must_differ() {
         assert!(r.stderr.contains(says), "{}", r.stderr);
         assert!(!dir.join("x.svg").exists());
     }
+    // The process's own standard output may take two outputs, even when it is a file.
+    let log = std::fs::File::create(dir.join("log.txt")).unwrap();
+    let out = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
+        .args(["simulate", s(&bd), "--t-end", "1", "-n", "2"])
+        .args(["--out", "/dev/stdout", "--stats", "/dev/stdout"])
+        .stdout(log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    assert!(log.starts_with("trajectory,time,X\n") && log.contains("time,name,mean,sd\n"));
+}
+
+/// A run that needs more memory than the address-space limit (`ulimit -v`) allows is refused
+/// with the memory diagnostic, not aborted by a failed allocation.
+#[cfg(unix)]
+#[test]
+fn the_address_space_limit_counts_as_memory() {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(BIN);
+    command
+        .env("RXNC_CACHE_DIR", "off")
+        .args(["simulate", s(&example("telegraph.rxn")), "--t-end", "1"])
+        .args(["--every", "1.0000001e-8", "--out", "/dev/null"]);
+    // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2 << 30,
+                rlim_max: 2 << 30,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &limit);
+            Ok(())
+        });
+    }
+    let r = finish(&["simulate (ulimit -v)"], command.output().unwrap());
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("GB of memory"), "{}", r.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------

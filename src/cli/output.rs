@@ -253,7 +253,12 @@ pub fn distinct_outputs(outputs: &[(&str, Option<&Path>)]) -> Result<(), Failure
                     (std::fs::canonicalize(a), std::fs::canonicalize(b)),
                     (Ok(x), Ok(y)) if x == y
                 );
-            let special = std::fs::metadata(a).is_ok_and(|m| !m.is_file());
+            // The process's own descriptors (`/dev/stdout`) are written in place, like devices.
+            #[cfg(unix)]
+            let own = inherited_fd(a).is_some();
+            #[cfg(not(unix))]
+            let own = false;
+            let special = own || std::fs::metadata(a).is_ok_and(|m| !m.is_file());
             if same && !special {
                 return Err(Failure::input(
                     format!("{flag_a} and {flag_b} both name `{}`", a.display()),

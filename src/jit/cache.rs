@@ -94,6 +94,9 @@ fn only_mine(dir: &Path) -> bool {
     std::fs::metadata(dir).is_ok_and(|m| m.is_dir())
 }
 
+/// The largest entry read (kernels are kilobytes).
+const MAX_ENTRY_BYTES: u64 = 64 << 20;
+
 /// What every entry starts with; a format change changes it.
 const MAGIC: &[u8] = b"rxnc code cache 1\n";
 
@@ -125,9 +128,25 @@ impl cranelift_codegen::incremental_cache::CacheKvStore for DiskCache<'_> {
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
         use std::io::Read;
         let path = self.path(key);
-        let mut file = std::fs::File::open(&path).ok()?;
-        let mut entry = Vec::new();
-        file.read_to_end(&mut entry).ok()?;
+        // Only a regular file of ours, not followed through a link, never blocking (a named
+        // pipe put in its place), and read only up to a size no kernel comes near.
+        let mut options = std::fs::File::options();
+        options.read(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            &mut options,
+            libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        );
+        let mut file = options.open(&path).ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.len() > MAX_ENTRY_BYTES {
+            return None;
+        }
+        let mut entry = Vec::with_capacity(meta.len() as usize);
+        (&mut file)
+            .take(MAX_ENTRY_BYTES)
+            .read_to_end(&mut entry)
+            .ok()?;
         let payload = payload(&entry, key)?;
         // Marks the entry used, for the sweep's least-recently-used order (daily at most: a
         // write per hit would cost more than the hit saves).
@@ -378,6 +397,18 @@ mod tests {
         assert_eq!(cache.get(&key), None, "damaged");
         std::fs::write(cache.path(&key), &entry[..40]).unwrap();
         assert_eq!(cache.get(&key), None, "truncated");
+        // Neither a named pipe nor a link to an endless device in its place blocks or is read.
+        #[cfg(unix)]
+        {
+            std::fs::remove_file(cache.path(&key)).unwrap();
+            let path = std::ffi::CString::new(cache.path(&key).to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+            assert_eq!(cache.get(&key), None, "named pipe");
+            std::fs::remove_file(cache.path(&key)).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", cache.path(&key)).unwrap();
+            assert_eq!(cache.get(&key), None, "link to /dev/zero");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
