@@ -332,6 +332,8 @@ fn simulate_rejects_bad_numbers() {
         (vec!["--t-end", "1", "--threads", "0"], "--threads"),
         (vec!["--t-end", "1", "--max-events", "0"], "--max-events"),
         (vec!["--t-end", "1", "--every", "1e-12"], "10^8"),
+        (vec!["--t-end", "1", "--every", "1e-8"], "10^8"),
+        (vec!["--t-end", "5e-324"], "too small"),
         (vec!["--t-end", "1e300", "--every", "1e-300"], "10^8"),
         (vec!["--t-end", "1", "--every", "-1e-9"], "--every"),
         (
@@ -361,11 +363,18 @@ fn simulate_rejects_bad_numbers() {
     write(&dir, "wide.rxn", &text);
     let r = rxnc_in(
         &dir,
-        &["simulate", "wide.rxn", "--t-end", "1", "--every", "1e-8"],
+        &[
+            "simulate",
+            "wide.rxn",
+            "--t-end",
+            "1",
+            "--every",
+            "1.0000001e-8",
+        ],
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
-        r.stderr.contains("a trajectory sampled every 1e-8"),
+        r.stderr.contains("a trajectory sampled every 1.0000001e-8"),
         "{}",
         r.stderr
     );

@@ -265,6 +265,15 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         ));
     }
     let every = args.every.unwrap_or(args.t_end / 100.0);
+    if args.every.is_none() && every <= 0.0 {
+        return Err(Failure::input(
+            format!(
+                "--t-end {} is too small for the default sampling interval (a hundredth of it is 0)",
+                num(args.t_end)
+            ),
+            "give a larger --t-end, or --every",
+        ));
+    }
     if !(every.is_finite() && every > 0.0) {
         return Err(Failure::input(
             format!("--every must be a positive time, not {}", num(every)),
@@ -277,7 +286,8 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             "for example -n 1000",
         ));
     }
-    if args.t_end / every > 1e8 {
+    // The grid has floor(T / dt) + 1 times, one more if T is not a multiple of dt.
+    if args.t_end / every > 1e8 - 1.0 {
         return Err(Failure::input(
             format!(
                 "sampling every {} up to {} gives more than 10^8 sampling times",

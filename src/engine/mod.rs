@@ -121,7 +121,7 @@ impl SimOptions {
                 self.every
             ));
         }
-        if self.t_end / self.every > 1e8 {
+        if self.t_end / self.every > 1e8 - 1.0 {
             return bad(format!(
                 "sampling every {} up to {} gives more than 10^8 time points; choose a larger interval",
                 self.every, self.t_end
