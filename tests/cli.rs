@@ -447,6 +447,29 @@ fn simulate_out_and_stats_must_differ() {
     assert!(log.starts_with("trajectory,time,X\n") && log.contains("time,name,mean,sd\n"));
 }
 
+/// A full disk is exit 2 with the output it could not write, not an "internal error".
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_names_the_output() {
+    let bd = example("birth_death.rxn");
+    let r = rxnc(&[
+        "simulate",
+        s(&bd),
+        "--t-end",
+        "100",
+        "--every",
+        "0.001",
+        "--stats",
+        "/dev/full",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot write --stats: No space left"),
+        "{}",
+        r.stderr
+    );
+}
+
 /// A run that needs more memory than the address-space limit (`ulimit -v`) allows is refused
 /// with the memory diagnostic, not aborted by a failed allocation.
 #[cfg(unix)]

@@ -60,6 +60,9 @@ pub enum Failure {
     Input(String),
     /// Anything else: exit 2.
     Internal(String),
+    /// Writing an output failed (a full disk, a vanished directory): exit 2, not reported as a
+    /// fault of rxnc.
+    Output(String),
 }
 
 impl Failure {
@@ -190,6 +193,10 @@ pub fn main() -> i32 {
         }
         Ok(Err(Failure::Internal(text))) => {
             eprintln!("internal error: {text}");
+            2
+        }
+        Ok(Err(Failure::Output(text))) => {
+            eprintln!("error: {text}");
             2
         }
         Err(panic) => {

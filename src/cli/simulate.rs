@@ -447,7 +447,14 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     };
     match unwritten {
         Some(e) if rows_direct && is_broken_pipe(&e) => rows_closed = true,
-        Some(e) => return Err(write_failure(e, to_stdout)),
+        Some(e) => {
+            let what = if to_stdout {
+                "to standard output"
+            } else {
+                "--out"
+            };
+            return Err(write_failure(e, what));
+        }
         None => {}
     }
     if rows_closed && moments.is_none() {
@@ -459,7 +466,7 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     let quiet = |f: &PendingFile, e: &std::io::Error| f.is_direct() && is_broken_pipe(e);
     if let (Some(f), Some(m)) = (stats_file.as_mut(), &moments) {
         match m.write_csv(f.writer()) {
-            Err(e) if !quiet(f, &e) => return Err(write_failure(e, false)),
+            Err(e) if !quiet(f, &e) => return Err(write_failure(e, "--stats")),
             _ => {}
         }
     }
@@ -473,7 +480,7 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
         match f.writer().write_all(&bytes) {
             Err(e) if !quiet(&f, &e) => {
-                return Err(Failure::Internal(format!("cannot write --plot: {e}")));
+                return Err(write_failure(e, "--plot"));
             }
             _ => f.commit()?,
         }
@@ -496,14 +503,9 @@ fn batch_size(cells: usize) -> usize {
     (BATCH_BYTES / (cells.max(1) * std::mem::size_of::<i64>())).clamp(1, 1 << 16)
 }
 
-/// A failed write of `simulate`'s outputs.
-fn write_failure(e: std::io::Error, to_stdout: bool) -> Failure {
-    let whence = if to_stdout {
-        "to standard output"
-    } else {
-        "output"
-    };
-    Failure::Internal(format!("cannot write {whence}: {e}"))
+/// A failed write of `simulate`'s output `what` (`standard output`, `--stats`, ...).
+fn write_failure(e: std::io::Error, what: &str) -> Failure {
+    Failure::Output(format!("cannot write {what}: {e}"))
 }
 
 /// Figures are SVG or PNG: refuse other extensions before any work is done.
