@@ -170,11 +170,7 @@ fn rate_span(model: &Model, r: &crate::ir::Reaction) -> Span {
 
 /// A number for a message: plain when short, in scientific notation when very large or small.
 pub fn num(x: f64) -> String {
-    if x != 0.0 && x.is_finite() && !(1e-4..1e9).contains(&x.abs()) {
-        format!("{x:e}")
-    } else {
-        x.to_string()
-    }
+    crate::engine::Shown(x).to_string()
 }
 
 /// The memory `simulate` may use where the machine's cannot be read.

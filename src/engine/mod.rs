@@ -221,9 +221,9 @@ pub enum SimError {
     },
 }
 
-/// A time for a message: plain when short, in scientific notation when very small or large
+/// A number for a message: plain when short, in scientific notation when very small or large
 /// (`{}` writes 1e-300 with 300 digits).
-struct Shown(f64);
+pub(crate) struct Shown(pub(crate) f64);
 
 impl fmt::Display for Shown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
