@@ -305,7 +305,7 @@ pub fn is_broken_pipe(e: &io::Error) -> bool {
 
 /// Maps an error writing to standard output: a closed pipe (`rxnc ... | head`) ends quietly.
 pub fn stdout_error(e: io::Error) -> Result<(), Failure> {
-    if e.kind() == io::ErrorKind::BrokenPipe {
+    if is_broken_pipe(&e) {
         Ok(())
     } else {
         Err(Failure::Internal(format!(

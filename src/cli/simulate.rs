@@ -217,8 +217,8 @@ fn cgroup_limit_under(own: &str, mount: &std::path::Path) -> Option<f64> {
     lowest
 }
 
-/// The memory this process may use, in bytes: the machine's physical memory, or the limit of
-/// its control group (a container's) when lower.
+/// The memory this process may use, in bytes: the lowest of the machine's physical memory, its
+/// address-space limit (`ulimit -v`, common on clusters) and its control group's limit.
 fn available_memory() -> Option<f64> {
     #[cfg(unix)]
     {
@@ -230,7 +230,6 @@ fn available_memory() -> Option<f64> {
             )
         };
         let physical = (pages > 0 && size > 0).then_some(pages as f64 * size as f64);
-        // The address-space limit (`ulimit -v`, common on clusters), then the control group's.
         let mut space: libc::rlimit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -239,14 +238,10 @@ fn available_memory() -> Option<f64> {
         let space = (unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut space) } == 0
             && space.rlim_cur != libc::RLIM_INFINITY)
             .then_some(space.rlim_cur as f64);
-        let limit = match (cgroup_limit(), space) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match (physical, limit) {
-            (Some(p), Some(l)) => Some(p.min(l)),
-            (p, l) => p.or(l),
-        }
+        [physical, space, cgroup_limit()]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min)
     }
     #[cfg(not(unix))]
     None

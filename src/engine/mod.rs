@@ -464,7 +464,7 @@ impl<'m> Trajectory<'m> {
     /// Counts only grow past 2^63 - 1 by wrapping around to negative values (reactions that take
     /// a count below zero are caught when they fire), and an infinite propensity is not caught
     /// when it fires: both are checked where the state is recorded.
-    fn check_counts(&self, time: f64) -> Result<(), SimError> {
+    fn check_recorded_state(&self, time: f64) -> Result<(), SimError> {
         self.check_propensities()?;
         match self.x.iter().position(|&v| v < 0) {
             Some(i) => Err(SimError::CountOverflow {
@@ -558,7 +558,7 @@ impl<'m> Trajectory<'m> {
             self.a0 = self.a.iter().sum();
             self.since_resync = 0;
             if !self.a0.is_finite() {
-                return Err(self.diagnose(j));
+                return Err(self.non_finite_total());
             }
         }
         Ok(())
@@ -616,7 +616,7 @@ impl<'m> Trajectory<'m> {
                 f64::INFINITY
             };
             while next_sample < t_next {
-                self.check_counts(next_sample)?;
+                self.check_recorded_state(next_sample)?;
                 sample(next, &self.x);
                 next += 1;
                 next_sample = times.get(next).copied().unwrap_or(f64::INFINITY);
@@ -703,7 +703,7 @@ impl<'m> Trajectory<'m> {
                 f64::INFINITY
             };
             while next_sample < t_next {
-                self.check_counts(next_sample)?;
+                self.check_recorded_state(next_sample)?;
                 sample(next, &self.x);
                 next += 1;
                 next_sample = times.get(next).copied().unwrap_or(f64::INFINITY);

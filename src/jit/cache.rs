@@ -13,7 +13,8 @@
 //! Cranelift's key does not include its version (it only checks it when loading), so entries live
 //! in a directory per Cranelift version: two installed rxnc builds do not overwrite each other's.
 //! The cache is kept small by a sweep at most once a day, when an entry is written: entries unused
-//! for [`UNUSED_FOR`] go, then the least recently used until the cache is under [`CAPACITY`];
+//! for [`UNUSED_FOR`] go, then, above [`CAPACITY`], the least recently used down to three quarters
+//! of it;
 //! so do temporary files left by interrupted writes. A hit marks its entry used (at most daily).
 
 use sha2::{Digest, Sha256};
@@ -151,7 +152,7 @@ impl cranelift_codegen::incremental_cache::CacheKvStore for DiskCache<'_> {
         // Marks the entry used, for the sweep's least-recently-used order (daily at most: a
         // write per hit would cost more than the hit saves).
         let now = SystemTime::now();
-        let used = file.metadata().and_then(|m| m.modified()).unwrap_or(now);
+        let used = meta.modified().unwrap_or(now);
         if now.duration_since(used).is_ok_and(|age| age > SWEEP_EVERY) {
             let _ = std::fs::File::options()
                 .write(true)
