@@ -1066,7 +1066,8 @@ fn negative_propensity_in_a_reverse_reaction() {
 }
 
 /// An infinite propensity (overflow of the rate law), at the start or on the way, is the
-/// propensity's error at its rate; a count passing 2^63 - 1 is an error, not a wrapped number.
+/// propensity's error at its rate, as is a sum of finite propensities that overflows; a count
+/// passing 2^63 - 1 is an error, not a wrapped number.
 #[test]
 fn infinite_propensities_and_overflowing_counts_are_errors() {
     let dir = scratch("overflow");
@@ -1078,8 +1079,16 @@ fn infinite_propensities_and_overflowing_counts_are_errors() {
             "`R1` is inf",
         ),
         (
+            "species A = 0\n0 -> A @= 1e308\n0 -> 2A @= 1e308\n",
+            "sum to more than the largest",
+        ),
+        (
             "species A = 9223372036854774784\n0 -> A @ 1e6\n",
             "passed the largest count",
+        ),
+        (
+            "species A = 9223372036854774784\n0 -> A @ 1e6\n",
+            "(state: A = 92233720368",
         ),
     ] {
         write(&dir, "m.rxn", model);

@@ -537,6 +537,62 @@ fn non_finite_estimates_name_the_estimator() {
     }
 }
 
+/// What stops `rxnc simulate` stops every estimator, with the same diagnostic: a propensity
+/// that becomes infinite on the way, finite propensities whose sum overflows, a full propensity
+/// that fires without its reactant (few species: one column per reaction; many: one branch per
+/// reaction), a count passing 2^63 - 1 (its state shown as it is, not wrapped around).
+#[test]
+fn runtime_failures_stop_every_estimator() {
+    let dir = scratch("runtime-failures");
+    let cases = [
+        (
+            "species A = 0, B = 0\nparam g = 1\n0 -> A @ 1\nA -> B @ g * exp(800 * A)\n",
+            "the propensity of reaction `R2` is inf",
+        ),
+        (
+            "species A = 0\nparam k = 1e308\n0 -> A @= k\n0 -> 2 A @= k\n",
+            "sum to more than the largest",
+        ),
+        (
+            "species A = 1, B = 0\nparam k = 1\nwrong: A -> B @= k\n",
+            "`wrong` fired",
+        ),
+        (
+            "species A = 1, B, C, D, E, F, G, H, I\nparam k = 1\nwrong: A -> B @= k\n",
+            "`wrong` fired",
+        ),
+        (
+            "species A = 9223372036854774784\nparam k = 1\n0 -> 1000000 A @ k\n",
+            "passed the largest count, 2^63 - 1, by t = ",
+        ),
+        (
+            "species A = 9223372036854774784\nparam k = 1\n0 -> 1000000 A @ k\n",
+            "(state: A = 92233720368",
+        ),
+    ];
+    let estimators: [&[&str]; 5] = [
+        &["--estimator", "gs-st"],
+        &["--estimator", "gs-st", "--temperature", "0.5"],
+        &["--estimator", "score"],
+        &["--estimator", "alt-path"],
+        &["--estimator", "fd"],
+    ];
+    for (k, (model, says)) in cases.iter().enumerate() {
+        let file = write(&dir, &format!("m{k}.rxn"), model);
+        for estimator in estimators {
+            let r = grad(&file, "mean(A)", "5", "4", estimator);
+            let what = format!("{model} {estimator:?}");
+            assert_eq!(r.code, 1, "{what}: {}", r.stderr);
+            assert!(r.stdout.is_empty(), "{what}: {}", r.stdout);
+            assert!(
+                r.stderr.contains(says),
+                "{what}: no `{says}` in\n{}",
+                r.stderr
+            );
+        }
+    }
+}
+
 /// Statistics of observables, parameters and time inside a statistic, and `t` at the horizon.
 #[test]
 fn objectives_over_observables_parameters_and_time() {

@@ -557,10 +557,21 @@ fn time_makes_a_model_time_dependent() {
     assert!(!parse("species A\n0 -> A @ 1\n").ir.time_dependent);
 }
 
+/// Integer literals are exact up to 2^63 - 1 (an `f64` is not above 2^53); expressions are
+/// evaluated in floating point.
 #[test]
 fn large_but_valid_counts() {
-    let m = parse("species A = 4611686018427387904\nA -> 0 @ 1\n").ir;
-    assert_eq!(m.species[0].initial, 1 << 62);
+    let initial = |text: &str| {
+        parse(&format!("species A = {text}\nA -> 0 @ 1\n"))
+            .ir
+            .species[0]
+            .initial
+    };
+    assert_eq!(initial("4611686018427387904"), 1 << 62);
+    assert_eq!(initial("9007199254740993"), (1 << 53) + 1);
+    assert_eq!(initial("9223372036854775807"), i64::MAX);
+    assert_eq!(initial("2^62"), 1 << 62);
+    assert_eq!(initial("1e18"), 1_000_000_000_000_000_000);
 }
 
 /// The rendered examples in docs/language.md are the snapshots of the corpus files they name.

@@ -55,6 +55,7 @@ pub struct SimulateArgs {
 pub fn sim_failure(model: &Model, e: SimError) -> Failure {
     let reaction = match &e {
         SimError::InvalidPropensity { reaction, .. }
+        | SimError::PropensitySumOverflow { reaction, .. }
         | SimError::NegativeCount { reaction, .. }
         | SimError::NonFiniteDerivative { reaction, .. } => Some(reaction),
         _ => None,
@@ -64,7 +65,11 @@ pub fn sim_failure(model: &Model, e: SimError) -> Failure {
             let (code, label) = match &e {
                 SimError::InvalidPropensity { value, .. } => (
                     "rxn::runtime::propensity",
-                    format!("this propensity is {value}"),
+                    format!("this propensity is {}", num(*value)),
+                ),
+                SimError::PropensitySumOverflow { value, .. } => (
+                    "rxn::runtime::propensity",
+                    format!("the largest propensity, {}", num(*value)),
                 ),
                 SimError::NegativeCount { species, .. } => (
                     "rxn::runtime::negative_count",
@@ -72,7 +77,10 @@ pub fn sim_failure(model: &Model, e: SimError) -> Failure {
                 ),
                 SimError::NonFiniteDerivative { param, value, .. } => (
                     "rxn::runtime::derivative",
-                    format!("its derivative with respect to `{param}` is {value}"),
+                    format!(
+                        "its derivative with respect to `{param}` is {}",
+                        num(*value)
+                    ),
                 ),
                 _ => ("rxn::runtime", String::new()),
             };

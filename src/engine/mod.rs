@@ -10,6 +10,7 @@ mod output;
 
 pub use output::{EnsembleMoments, StatRow, TrajectoryWriter, write_stats, write_trajectories};
 
+use crate::ir;
 use crate::jit::CompiledModel;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1};
@@ -169,6 +170,19 @@ pub enum SimError {
         /// Which trajectory.
         trajectory: usize,
     },
+    /// Every propensity is finite but their sum is not.
+    PropensitySumOverflow {
+        /// The reaction with the largest propensity.
+        reaction: String,
+        /// Its propensity.
+        value: f64,
+        /// When.
+        time: f64,
+        /// The state then.
+        state: Vec<(String, i64)>,
+        /// Which trajectory.
+        trajectory: usize,
+    },
     /// A propensity's derivative with respect to a parameter is not finite (gradient estimators).
     NonFiniteDerivative {
         /// The reaction.
@@ -244,6 +258,134 @@ fn state_text(state: &[(String, i64)]) -> String {
         .join(", ")
 }
 
+/// The state as (species, count) pairs, for an error.
+pub(crate) fn named_state(model: &ir::Model, x: &[i64]) -> Vec<(String, i64)> {
+    (model.species.iter().zip(x))
+        .map(|(s, &v)| (s.name.clone(), v))
+        .collect()
+}
+
+/// A count that passed 2^63 - 1 and wrapped around to a negative value, if any. Reactions that
+/// take a count below zero are stopped when they fire ([`reactants_missing`]), so a negative
+/// count seen later can only have wrapped.
+pub(crate) fn count_overflow(
+    model: &ir::Model,
+    x: &[i64],
+    time: f64,
+    trajectory: usize,
+) -> Option<SimError> {
+    let i = x.iter().position(|&v| v < 0)?;
+    Some(SimError::CountOverflow {
+        species: model.species[i].name.clone(),
+        time,
+        trajectory,
+        state: named_state(model, x),
+    })
+}
+
+/// Reaction `fired`, just fired into state `x`, took one of its reactants below zero: only a full
+/// propensity (`@=`) can fire without its reactants (mass action vanishes then). A count that was
+/// already negative had wrapped around ([`count_overflow`]), and is not this reaction's doing.
+pub(crate) fn reactants_missing(
+    model: &ir::Model,
+    fired: usize,
+    x: &[i64],
+    time: f64,
+    trajectory: usize,
+) -> Option<SimError> {
+    let reaction = &model.reactions[fired];
+    let (i, _) = reaction
+        .net
+        .iter()
+        .find(|&&(i, d)| d < 0 && x[i] < 0 && x[i] >= d)?;
+    Some(SimError::NegativeCount {
+        reaction: reaction.name.clone(),
+        species: model.species[*i].name.clone(),
+        time,
+        state: named_state(model, x),
+        trajectory,
+    })
+}
+
+/// Why the propensities `a` at state `x` cannot drive a simulation, if they cannot: a count that
+/// wrapped around (it makes propensities meaningless, negative ones among them), a propensity that
+/// is negative, infinite or NaN, or finite propensities whose sum overflows.
+pub(crate) fn propensity_failure(
+    model: &ir::Model,
+    x: &[i64],
+    a: &[f64],
+    time: f64,
+    trajectory: usize,
+) -> Option<SimError> {
+    if let Some(e) = count_overflow(model, x, time, trajectory) {
+        return Some(e);
+    }
+    if let Some(k) = a.iter().position(|v| !(0.0..f64::INFINITY).contains(v)) {
+        return Some(SimError::InvalidPropensity {
+            reaction: model.reactions[k].name.clone(),
+            value: a[k],
+            time,
+            state: named_state(model, x),
+            trajectory,
+        });
+    }
+    let total: f64 = a.iter().sum();
+    (!total.is_finite()).then(|| overflowing_total(model, x, a, time, trajectory))
+}
+
+/// Trajectory `trajectory` reached `limit` events at `time` in state `x`, or, if a count wrapped
+/// around on the way, overflowed.
+pub(crate) fn too_many_events(
+    model: &ir::Model,
+    x: &[i64],
+    limit: u64,
+    time: f64,
+    trajectory: usize,
+) -> SimError {
+    count_overflow(model, x, time, trajectory).unwrap_or_else(|| SimError::TooManyEvents {
+        limit,
+        time,
+        trajectory,
+        state: named_state(model, x),
+    })
+}
+
+/// Finite propensities whose sum is not finite: the error names the largest.
+fn overflowing_total(
+    model: &ir::Model,
+    x: &[i64],
+    a: &[f64],
+    time: f64,
+    trajectory: usize,
+) -> SimError {
+    let largest = (0..a.len())
+        .max_by(|&i, &j| a[i].total_cmp(&a[j]))
+        .unwrap_or(0);
+    SimError::PropensitySumOverflow {
+        reaction: model.reactions[largest].name.clone(),
+        value: a[largest],
+        time,
+        state: named_state(model, x),
+        trajectory,
+    }
+}
+
+/// A state whose negative counts wrapped around past 2^63 - 1, with those counts as they are.
+fn unwrapped_state_text(state: &[(String, i64)]) -> String {
+    let unwrapped = |v: i64| {
+        if v < 0 {
+            i128::from(v) + (1i128 << 64)
+        } else {
+            i128::from(v)
+        }
+    };
+    state
+        .iter()
+        .map(|(n, v)| format!("{n} = {}", unwrapped(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl fmt::Display for SimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -261,6 +403,7 @@ impl fmt::Display for SimError {
                  at t = {shown_time} in trajectory {trajectory} (state: {}); gradients need rate laws that are \
                  differentiable where the simulation goes. Check powers, logarithms and divisions at zero",
                 state_text(state),
+                value = Shown(*value),
                 shown_time = Shown(*time)
             ),
             SimError::TangentOverflow {
@@ -289,6 +432,23 @@ impl fmt::Display for SimError {
                  (state: {}); propensities must be finite and non-negative. Check its rate law for \
                  subtractions, divisions by zero, or logarithms of zero",
                 state_text(state),
+                value = Shown(*value),
+                shown_time = Shown(*time)
+            ),
+            SimError::PropensitySumOverflow {
+                reaction,
+                value,
+                time,
+                state,
+                trajectory,
+            } => write!(
+                f,
+                "the propensities in trajectory {trajectory} sum to more than the largest \
+                 floating-point number (about 1.8e308) at t = {shown_time}, the largest being reaction `{reaction}`'s, {value} \
+                 (state: {}); propensities must stay far below that. Check its rate law, or \
+                 measure the model in larger units",
+                state_text(state),
+                value = Shown(*value),
                 shown_time = Shown(*time)
             ),
             SimError::NegativeCount {
@@ -315,7 +475,7 @@ impl fmt::Display for SimError {
                 "the count of `{species}` in trajectory {trajectory} passed the largest count, \
                  2^63 - 1, by t = {shown_time} (state: {}); the model grows without bound. Shorten \
                  --t-end, or check its rates",
-                state_text(state),
+                unwrapped_state_text(state),
                 shown_time = Shown(*time)
             ),
             SimError::TooManyEvents {
@@ -452,62 +612,37 @@ impl<'m> Trajectory<'m> {
     }
 
     fn named_state(&self) -> Vec<(String, i64)> {
-        self.compiled
-            .model
-            .species
-            .iter()
-            .zip(&self.x)
-            .map(|(s, &v)| (s.name.clone(), v))
-            .collect()
+        named_state(&self.compiled.model, &self.x)
     }
 
     /// Counts only grow past 2^63 - 1 by wrapping around to negative values (reactions that take
     /// a count below zero are caught when they fire), and an infinite propensity is not caught
     /// when it fires: both are checked where the state is recorded.
     fn check_recorded_state(&self, time: f64) -> Result<(), SimError> {
-        self.check_propensities()?;
-        match self.x.iter().position(|&v| v < 0) {
-            Some(i) => Err(SimError::CountOverflow {
-                species: self.compiled.model.species[i].name.clone(),
-                time,
-                trajectory: self.index,
-                state: self.named_state(),
-            }),
-            None => Ok(()),
+        match count_overflow(&self.compiled.model, &self.x, time, self.index) {
+            Some(e) => Err(e),
+            None => self.check_propensities(),
         }
     }
 
-    /// The error for a total propensity that is not finite: an infinite or NaN propensity, else
-    /// (finite propensities whose sum overflows) the largest, reported with the total.
+    /// The error for a total propensity that is not finite.
     #[cold]
     fn non_finite_total(&self) -> SimError {
         self.check_propensities().err().unwrap_or_else(|| {
-            let largest = (0..self.a.len())
-                .max_by(|&i, &j| self.a[i].total_cmp(&self.a[j]))
-                .unwrap_or(0);
-            SimError::InvalidPropensity {
-                reaction: self.compiled.model.reactions[largest].name.clone(),
-                value: self.a.iter().sum(),
-                time: self.t,
-                state: self.named_state(),
-                trajectory: self.index,
-            }
+            overflowing_total(&self.compiled.model, &self.x, &self.a, self.t, self.index)
         })
     }
 
+    /// The event limit was reached at `time`: a count that wrapped around on the way is the
+    /// better explanation.
+    #[cold]
+    fn too_many_events(&self, limit: u64, time: f64) -> SimError {
+        too_many_events(&self.compiled.model, &self.x, limit, time, self.index)
+    }
+
     fn check_propensities(&self) -> Result<(), SimError> {
-        match self
-            .a
-            .iter()
-            .position(|v| !(0.0..f64::INFINITY).contains(v))
-        {
-            Some(k) => Err(SimError::InvalidPropensity {
-                reaction: self.compiled.model.reactions[k].name.clone(),
-                value: self.a[k],
-                time: self.t,
-                state: self.named_state(),
-                trajectory: self.index,
-            }),
+        match propensity_failure(&self.compiled.model, &self.x, &self.a, self.t, self.index) {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -565,9 +700,14 @@ impl<'m> Trajectory<'m> {
     }
 
     fn diagnose(&self, fired: usize) -> SimError {
+        if let Some(e) = reactants_missing(&self.compiled.model, fired, &self.x, self.t, self.index)
+        {
+            return e;
+        }
         if let Err(e) = self.check_propensities() {
             return e;
         }
+        // Not reached: the fire kernel reports NaN only for one of the two above.
         let model = &self.compiled.model;
         let species = self
             .x
@@ -628,12 +768,7 @@ impl<'m> Trajectory<'m> {
             self.t = t_next;
             if self.events >= checkpoint {
                 if self.events >= max_events {
-                    return Err(SimError::TooManyEvents {
-                        limit: max_events,
-                        time: self.t,
-                        trajectory: self.index,
-                        state: self.named_state(),
-                    });
+                    return Err(self.too_many_events(max_events, self.t));
                 }
                 if stop.load(Ordering::Relaxed) {
                     return Err(SimError::Cancelled);
@@ -767,12 +902,7 @@ impl<'m> Trajectory<'m> {
         match outcome {
             Ok(()) => Ok(()),
             Err(Some(e)) => Err(e),
-            Err(None) => Err(SimError::TooManyEvents {
-                limit: max_events,
-                time: t,
-                trajectory: self.index,
-                state: self.named_state(),
-            }),
+            Err(None) => Err(self.too_many_events(max_events, t)),
         }
     }
 

@@ -276,7 +276,7 @@ impl Resolver<'_> {
     fn outer(&mut self, e: &ast::Expr) -> ObjectiveExpr {
         use ast::ExprKind as K;
         match &e.kind {
-            K::Number(v) => ObjectiveExpr::Num(*v),
+            K::Number { value, .. } => ObjectiveExpr::Num(*value),
             K::Unary(_, a) => ObjectiveExpr::Neg(Box::new(self.outer(a))),
             K::Binary(op, a, b) => {
                 ObjectiveExpr::Bin(binop(*op), Box::new(self.outer(a)), Box::new(self.outer(b)))
@@ -387,7 +387,7 @@ impl Resolver<'_> {
         use ast::ExprKind as K;
         let m = self.model;
         match &e.kind {
-            K::Number(v) => Expr::Num(*v),
+            K::Number { value, .. } => Expr::Num(*value),
             K::Unary(_, a) => ir::derive::neg(self.inner(a)),
             K::Binary(op, a, b) => {
                 Expr::Bin(binop(*op), Box::new(self.inner(a)), Box::new(self.inner(b)))

@@ -1,7 +1,10 @@
 //! The per-trajectory work of each estimator, and how its records become moments.
 
 use super::{Estimator, GradOptions, LeafMoments, Leaves, Record};
-use crate::engine::{SimError, Trajectory, stream_rng};
+use crate::engine::{
+    SimError, Trajectory, count_overflow, named_state, propensity_failure, reactants_missing,
+    stream_rng, too_many_events,
+};
 use crate::estimators::Dual;
 use crate::ir;
 use crate::jit::{CompiledModel, DENSE_NET_MAX_SPECIES, GsStFrame, GsStStop};
@@ -86,8 +89,8 @@ impl Partials {
         )
     }
     /// The kernel, with the full checks of [`Partials::eval`] only under [`Checks::EveryEvent`]
-    /// or when a propensity is negative or NaN (a cheap test): the derivatives are then checked
-    /// where the estimator records what it carries.
+    /// or when a propensity is negative or NaN or their sum is not finite (cheap tests): the
+    /// derivatives are then checked where the estimator records what it carries.
     #[inline(always)]
     fn eval_checked_by(
         &mut self,
@@ -99,13 +102,18 @@ impl Partials {
         index: usize,
     ) -> Result<f64, SimError> {
         let a0 = self.eval_unchecked(c, x, p, t);
-        if checks == Checks::EveryEvent || self.a.iter().fold(false, |bad, &a| bad | !(a >= 0.0)) {
+        let bad = self
+            .a
+            .iter()
+            .fold(!(a0 < f64::INFINITY), |bad, &a| bad | !(a >= 0.0));
+        if checks == Checks::EveryEvent || bad {
             // Names the offending reaction and derivative.
             return self.eval(c, x, p, t, index);
         }
         Ok(a0)
     }
-    /// The kernel, then a diagnostic for a negative or NaN propensity or a non-finite derivative.
+    /// The kernel, then a diagnostic for propensities that cannot drive a simulation (see
+    /// [`propensity_failure`]) or a non-finite derivative.
     // Out of line: it runs only on a bad propensity, and kept apart it leaves the hot loops short.
     #[cold]
     #[inline(never)]
@@ -118,14 +126,8 @@ impl Partials {
         index: usize,
     ) -> Result<f64, SimError> {
         let a0 = self.eval_unchecked(c, x, p, t);
-        if let Some(k) = self.a.iter().position(|v| !(*v >= 0.0)) {
-            return Err(SimError::InvalidPropensity {
-                reaction: c.model.reactions[k].name.clone(),
-                value: self.a[k],
-                time: t,
-                state: named_state(c, x),
-                trajectory: index,
-            });
+        if let Some(e) = propensity_failure(&c.model, x, &self.a, t, index) {
+            return Err(e);
         }
         // A non-finite derivative would poison the estimate silently (alt-path's weights, for
         // one, would skip it): stop and name it.
@@ -151,15 +153,6 @@ impl Partials {
     }
 }
 
-fn named_state(c: &CompiledModel, x: &[i64]) -> Vec<(String, i64)> {
-    c.model
-        .species
-        .iter()
-        .zip(x)
-        .map(|(s, &v)| (s.name.clone(), v))
-        .collect()
-}
-
 /// Reaction `k`'s derivative with respect to `wrt` (a parameter or a species) is `value`, not
 /// finite.
 #[cold]
@@ -178,7 +171,7 @@ fn non_finite_derivative(
         param: wrt.to_string(),
         value,
         time: t,
-        state: named_state(c, x),
+        state: named_state(&c.model, x),
         trajectory: n,
     }
 }
@@ -186,17 +179,37 @@ fn non_finite_derivative(
 #[cold]
 #[inline(never)]
 fn too_many(c: &CompiledModel, x: &[i64], t: f64, limit: u64, index: usize) -> SimError {
-    SimError::TooManyEvents {
-        limit,
-        time: t,
-        trajectory: index,
-        state: named_state(c, x),
-    }
+    too_many_events(&c.model, x, limit, t, index)
 }
 
-fn apply(c: &CompiledModel, j: usize, x: &mut [i64]) {
-    for &(i, d) in &c.model.reactions[j].net {
-        x[i] += d;
+/// Fires reaction `j` at time `t`: applies its net change to `x` (a count passing 2^63 - 1
+/// wraps around, and is reported where the state is recorded, as the engine does), then stops
+/// a full propensity that fired without its reactants.
+#[inline(always)]
+fn fire(c: &CompiledModel, j: usize, x: &mut [i64], t: f64, n: usize) -> Result<(), SimError> {
+    let reaction = &c.model.reactions[j];
+    for &(i, d) in &reaction.net {
+        x[i] = x[i].wrapping_add(d);
+    }
+    check_reactants(c, j, x, t, n)
+}
+
+/// After reaction `j` fired into `x`: only a full propensity (`@=`) can fire without its
+/// reactants; mass action vanishes then.
+#[inline(always)]
+fn check_reactants(
+    c: &CompiledModel,
+    j: usize,
+    x: &[i64],
+    t: f64,
+    n: usize,
+) -> Result<(), SimError> {
+    if c.model.reactions[j].law != ir::RateLaw::Full {
+        return Ok(());
+    }
+    match reactants_missing(&c.model, j, x, t, n) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
@@ -361,6 +374,12 @@ fn gs_st_trajectory_compiled(
                 GsStStop::TooManyEvents => {
                     return Err(too_many(c, &x, frame.t, o.max_events, n));
                 }
+                GsStStop::NegativeCount => {
+                    let fired = frame.fired as usize;
+                    return Err(reactants_missing(&c.model, fired, &x, frame.t, n)
+                        .or_else(|| count_overflow(&c.model, &x, frame.t, n))
+                        .expect("the kernel stops so for a negative count"));
+                }
                 GsStStop::InvalidPropensity => {
                     // Names the offending reaction (as the Rust loop's next event would).
                     frame.a0 = buf.eval(c, &x, p, frame.t, n)?;
@@ -425,17 +444,25 @@ impl GsStLayout {
         GsStLayout { dense_net }
     }
 
-    /// Applies reaction `j`'s net change to `x`.
+    /// Fires reaction `j` at time `t` (see [`fire`]).
     #[inline(always)]
-    fn fire(&self, c: &CompiledModel, j: usize, x: &mut [i64]) {
+    fn fire(
+        &self,
+        c: &CompiledModel,
+        j: usize,
+        x: &mut [i64],
+        t: f64,
+        n: usize,
+    ) -> Result<(), SimError> {
         match &self.dense_net {
             Some(dense) => {
                 let ns = x.len();
                 for (xi, d) in x.iter_mut().zip(&dense[j * ns..(j + 1) * ns]) {
-                    *xi += d;
+                    *xi = xi.wrapping_add(*d);
                 }
+                check_reactants(c, j, x, t, n)
             }
-            None => apply(c, j, x),
+            None => fire(c, j, x, t, n),
         }
     }
 }
@@ -520,7 +547,7 @@ fn gs_st_trajectory(
             softmax_at_temperature(&buf.a, temp, &mut r, &mut coef);
             1.0
         };
-        layout.fire(c, best, &mut x);
+        layout.fire(c, best, &mut x, t, n)?;
         if c.has_gs_st_tangent() {
             // SAFETY: `buf` was sized for `c` by `Partials::new`, `coef` and `r` have a value per
             // reaction and `dx` one per (species, parameter), all allocated above, never resized.
@@ -672,6 +699,9 @@ fn record_pathwise(
     f: &mut Vec<f64>,
     extra: &mut Vec<f64>,
 ) -> Result<(), SimError> {
+    if let Some(e) = count_overflow(&c.model, x, tk, n) {
+        return Err(e);
+    }
     if dx.iter().any(|v| !v.is_finite()) {
         return Err(non_finite_tangent(c, x, tk, n));
     }
@@ -685,7 +715,7 @@ fn record_pathwise(
 fn non_finite_tangent(c: &CompiledModel, x: &[i64], t: f64, n: usize) -> SimError {
     SimError::TangentOverflow {
         time: t,
-        state: named_state(c, x),
+        state: named_state(&c.model, x),
         trajectory: n,
     }
 }
@@ -732,6 +762,9 @@ fn score_trajectory(
     };
     // The score censored at `tk`, the leaves' direct derivatives and values there.
     let record = |x: &[i64], censored: &dyn Fn(usize) -> f64, tk: f64| {
+        if let Some(e) = count_overflow(&c.model, x, tk, n) {
+            return Err(e);
+        }
         let censored: Vec<f64> = (0..np).map(censored).collect();
         if censored.iter().any(|v| !v.is_finite()) {
             return Err(non_finite_tangent(c, x, tk, n));
@@ -787,7 +820,7 @@ fn score_trajectory(
         for &(_, q) in c.pattern.dparam_of(k) {
             s[q] += buf.dadp[k * np + q] / buf.a[k];
         }
-        apply(c, k, &mut x);
+        fire(c, k, &mut x, t, n)?;
         if checks == Checks::EveryEvent && s.iter().any(|v| !v.is_finite()) {
             return Err(non_finite_tangent(c, &x, t, n));
         }
@@ -902,13 +935,13 @@ fn alt_path(
                 }
                 let mut xa = x.clone();
                 if alt < nr {
-                    apply(c, alt, &mut xa);
+                    fire(c, alt, &mut xa, t, n)?;
                 }
                 branch[q] = Some((xa, t, i, dp[alt].signum()));
             }
         }
         if chosen < nr {
-            apply(c, chosen, &mut x);
+            fire(c, chosen, &mut x, t, n)?;
         }
     }
     while states.len() < nt {
@@ -933,14 +966,8 @@ fn alt_path(
                 let mut a = vec![0.0; nr];
                 loop {
                     let a0 = c.propensities(&xa, p, ta, &mut a);
-                    if let Some(j) = a.iter().position(|v| !(*v >= 0.0)) {
-                        return Err(SimError::InvalidPropensity {
-                            reaction: c.model.reactions[j].name.clone(),
-                            value: a[j],
-                            time: ta,
-                            state: named_state(c, &xa),
-                            trajectory: n,
-                        });
+                    if let Some(e) = propensity_failure(&c.model, &xa, &a, ta, n) {
+                        return Err(e);
                     }
                     let step = uniformised_step(&a, a0, ta, f64::INFINITY, tick(key, ia));
                     let t_next = step.map_or(f64::INFINITY, |s| s.0);
@@ -959,7 +986,7 @@ fn alt_path(
                     }
                     ta = t_next;
                     if let Some(j) = choice {
-                        apply(c, j, &mut xa);
+                        fire(c, j, &mut xa, ta, n)?;
                     }
                 }
                 while k < nt {
@@ -1220,8 +1247,8 @@ mod tests {
             assert!(dense.dense_net.is_some());
             let (mut x_dense, mut x_sparse) = (vec![100; c.n_species()], vec![100; c.n_species()]);
             for j in (0..c.n_reactions()).chain((0..c.n_reactions()).rev()) {
-                dense.fire(&c, j, &mut x_dense);
-                apply(&c, j, &mut x_sparse);
+                dense.fire(&c, j, &mut x_dense, 0.0, 0).unwrap();
+                fire(&c, j, &mut x_sparse, 0.0, 0).unwrap();
                 assert_eq!(x_dense, x_sparse);
             }
         }

@@ -323,9 +323,30 @@ impl<'a> Lowerer<'a> {
         let mut initial = 0;
         if let Some(v) = &d.value {
             let e = self.resolve(v, Ctx::SpeciesInit);
-            let x = e.eval(&[], &[], 0.0);
-            if x.is_finite() && (x < 0.0 || x.fract() != 0.0 || x >= TWO_TO_63) {
-                self.diags.push(
+            // A literal is taken exactly; an expression is evaluated in floating point (exact up
+            // to 2^53).
+            let (fits, shown) = match v.kind {
+                ExprKind::Number {
+                    integer: Some(n), ..
+                } => (i64::try_from(n).ok(), n.to_string()),
+                _ => {
+                    let x = e.eval(&[], &[], 0.0);
+                    let whole = x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < TWO_TO_63;
+                    // Not finite: reported where the number is written.
+                    let shown = if x.abs() >= 2f64.powi(53) {
+                        format!("{x:e}")
+                    } else {
+                        x.to_string()
+                    };
+                    (
+                        whole.then_some(x as i64).or((!x.is_finite()).then_some(0)),
+                        shown,
+                    )
+                }
+            };
+            match fits {
+                Some(n) => initial = n,
+                None => self.diags.push(
                     Diagnostic::new(
                         "rxn::count",
                         format!(
@@ -333,12 +354,10 @@ impl<'a> Lowerer<'a> {
                             d.name.name
                         ),
                         v.span,
-                        format!("this is {x}"),
+                        format!("this is {shown}"),
                     )
                     .with_help("copy numbers count molecules: write a non-negative integer"),
-                );
-            } else if x.is_finite() {
-                initial = x as i64;
+                ),
             }
         }
         Species {
@@ -553,7 +572,7 @@ impl<'a> Lowerer<'a> {
 
     fn resolve(&mut self, e: &ast::Expr, ctx: Ctx) -> Expr {
         match &e.kind {
-            ExprKind::Number(v) => {
+            ExprKind::Number { value: v, .. } => {
                 if !v.is_finite() {
                     self.diags.push(
                         Diagnostic::new(

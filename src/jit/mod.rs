@@ -269,6 +269,9 @@ pub(crate) struct GsStFrame {
     /// 0: run events; 1: only compute the partials at `x` and `t` into `a`, `dadp` and `dadx`
     /// (their sum into `a0`), as [`CompiledModel::partials`] does.
     pub mode: u64,
+    /// The reaction that fired last, written when the kernel stops with
+    /// [`GsStStop::NegativeCount`].
+    pub fired: u64,
 }
 
 impl GsStFrame {
@@ -294,6 +297,7 @@ impl GsStFrame {
         next_draw: 0,
         n_draws: 0,
         mode: 0,
+        fired: 0,
     };
 }
 
@@ -310,10 +314,13 @@ pub(crate) enum GsStStop {
     Horizon = 2,
     /// `max_events` events happened and another is due.
     TooManyEvents = 3,
-    /// A propensity is negative or NaN at the new state.
+    /// A propensity is negative or NaN at the new state, or their sum is not finite.
     InvalidPropensity = 4,
     /// No reaction can fire.
     Absorbed = 5,
+    /// Reaction `fired`, a full propensity, took one of the species it consumes below zero (or
+    /// such a count had wrapped around past 2^63 - 1 before).
+    NegativeCount = 6,
 }
 
 impl GsStStop {
@@ -325,6 +332,7 @@ impl GsStStop {
             GsStStop::TooManyEvents,
             GsStStop::InvalidPropensity,
             GsStStop::Absorbed,
+            GsStStop::NegativeCount,
         ][code as usize]
     }
 }
@@ -775,6 +783,24 @@ impl CompiledModel {
 /// `acc + d v` for a stoichiometric coefficient `d`: an addition or a subtraction for ±1 (the
 /// common case, as in the estimator's generic loops), a multiplication otherwise. `v` is a scalar
 /// or a vector of the type of `acc`.
+/// Whether a reaction with a full propensity (`@=`) consumes species `i`: it could take it below
+/// zero.
+fn full_consumes(model: &ir::Model, i: usize) -> bool {
+    model
+        .reactions
+        .iter()
+        .any(|r| r.law == ir::RateLaw::Full && r.net.iter().any(|&(s, d)| s == i && d < 0))
+}
+
+/// `any || count < 0` (`count < 0` alone when `any` is None).
+fn or_below_zero(b: &mut FunctionBuilder, any: Option<Value>, count: Value) -> Value {
+    let below = b.ins().icmp_imm_s(IntCC::SignedLessThan, count, 0);
+    match any {
+        Some(any) => b.ins().bor(any, below),
+        None => below,
+    }
+}
+
 fn stoichiometric_step(b: &mut FunctionBuilder, acc: Value, d: i64, v: Value) -> Value {
     match d {
         1 => b.ins().fadd(acc, v),
@@ -1264,6 +1290,19 @@ impl<'m> Generator<'m> {
                 e.b.switch_to_block(go_on);
             };
 
+            // Leaves with NegativeCount if `negative` holds, noting the reaction that fired.
+            let exit_if_negative = |e: &mut Emitter, negative: Value, fired: Value| {
+                let stop_here = e.b.create_block();
+                let go_on = e.b.create_block();
+                e.b.ins().brif(negative, stop_here, &[], go_on, &[]);
+                e.b.switch_to_block(stop_here);
+                e.b.ins()
+                    .store(flags, fired, frame, offset_of!(GsStFrame, fired) as i32);
+                let code = e.b.ins().iconst(types::I64, GsStStop::NegativeCount as i64);
+                e.b.ins().jump(exit, &[BlockArg::Value(code)]);
+                e.b.switch_to_block(go_on);
+            };
+
             e.b.switch_to_block(header);
             let k = e.b.use_var(next_var);
             let n_draws = load(e, types::I64, offset_of!(GsStFrame, n_draws));
@@ -1344,11 +1383,20 @@ impl<'m> Generator<'m> {
                 let net = load(e, ptr_ty(), offset_of!(GsStFrame, net));
                 let offset = e.b.ins().imul_imm_s(best, (8 * ns) as i64);
                 let column = e.b.ins().iadd(net, offset);
+                // Only a full propensity can fire without its reactants: the species such
+                // reactions consume are checked (none in a mass-action model).
+                let mut negative = None;
                 for i in 0..ns {
                     let change = e.b.ins().load(types::I64, flags, column, (8 * i) as i32);
                     let old = e.b.ins().load(types::I64, flags, x, (8 * i) as i32);
                     let new = e.b.ins().iadd(old, change);
                     e.b.ins().store(flags, new, x, (8 * i) as i32);
+                    if full_consumes(model, i) {
+                        negative = Some(or_below_zero(&mut e.b, negative, new));
+                    }
+                }
+                if let Some(negative) = negative {
+                    exit_if_negative(e, negative, best);
                 }
                 e.b.ins().jump(join, &[]);
             } else {
@@ -1356,10 +1404,18 @@ impl<'m> Generator<'m> {
                 jump_table(&mut e.b, best, &cases, join);
                 for (j, &case) in cases.iter().enumerate() {
                     e.b.switch_to_block(case);
+                    let full = model.reactions[j].law == ir::RateLaw::Full;
+                    let mut negative = None;
                     for &(i, change) in &model.reactions[j].net {
                         let old = e.b.ins().load(types::I64, flags, x, (8 * i) as i32);
                         let new = e.b.ins().iadd_imm_s(old, change);
                         e.b.ins().store(flags, new, x, (8 * i) as i32);
+                        if full && change < 0 {
+                            negative = Some(or_below_zero(&mut e.b, negative, new));
+                        }
+                    }
+                    if let Some(negative) = negative {
+                        exit_if_negative(e, negative, best);
                     }
                     e.b.ins().jump(join, &[]);
                 }
@@ -1394,6 +1450,10 @@ impl<'m> Generator<'m> {
                 let bad = e.b.ins().fcmp(FloatCC::UnorderedOrLessThan, aj, zero);
                 invalid = e.b.ins().bor(invalid, bad);
             }
+            // An infinite propensity, or finite ones whose sum overflows.
+            let infinity = e.b.ins().f64const(f64::INFINITY);
+            let unbounded = e.b.ins().fcmp(FloatCC::GreaterThanOrEqual, sum, infinity);
+            let invalid = e.b.ins().bor(invalid, unbounded);
             exit_if(e, invalid, GsStStop::InvalidPropensity);
             let absorbed = e.b.ins().fcmp(FloatCC::LessThanOrEqual, sum, zero);
             exit_if(e, absorbed, GsStStop::Absorbed);

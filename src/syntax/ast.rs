@@ -70,8 +70,9 @@ pub struct Expr {
 /// The kinds of expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExprKind {
-    /// A literal; `text` keeps the spelling for diagnostics.
-    Number(f64),
+    /// A literal: its value, and for one written with digits only its exact value when it fits
+    /// in 64 bits (copy numbers above 2^53 are not all representable in an `f64`).
+    Number { value: f64, integer: Option<u64> },
     /// A name: species, parameter, constant, observable or `t`.
     Name(Ident),
     /// `-e`

@@ -317,7 +317,10 @@ fn primary(p: Pair<'_, Rule>) -> Expr {
     match p.as_rule() {
         // Overflowing literals become inf; the checker rejects non-finite numbers with a diagnostic.
         Rule::number => Expr {
-            kind: ExprKind::Number(p.as_str().parse().unwrap_or(f64::INFINITY)),
+            kind: ExprKind::Number {
+                value: p.as_str().parse().unwrap_or(f64::INFINITY),
+                integer: p.as_str().parse().ok(),
+            },
             span,
         },
         Rule::ident => Expr {
@@ -687,7 +690,7 @@ mod tests {
 
     fn show(e: &Expr) -> String {
         match &e.kind {
-            ExprKind::Number(v) => format!("{v}"),
+            ExprKind::Number { value, .. } => format!("{value}"),
             ExprKind::Name(n) => n.name.clone(),
             ExprKind::Unary(_, a) => format!("(-{})", show(a)),
             ExprKind::Binary(op, a, b) => format!("({} {:?} {})", show(a), op, show(b)),
