@@ -382,17 +382,34 @@ fn simulate_rejects_bad_numbers() {
     assert!(r.stderr.contains("--every"), "{}", r.stderr);
 }
 
+/// An output that cannot be opened fails before any work, creates nothing, and says why: a
+/// missing directory, or a file where a directory should be.
 #[test]
 fn simulate_unwritable_out_fails_before_running_and_creates_nothing() {
+    let dir = scratch("unwritable");
+    let file = write(&dir, "file", "");
     let bd = example("birth_death.rxn");
-    let target = Path::new("/nonexistent/dir/x.csv");
-    for flag in ["--out", "--stats"] {
-        let r = rxnc(&["simulate", s(&bd), "--t-end", "1", flag, s(target)]);
-        assert_eq!(r.code, 1, "{flag}: {}", r.stderr);
-        assert!(r.stderr.contains("/nonexistent/dir"), "{}", r.stderr);
-        assert!(!target.exists());
-        assert!(!Path::new("/nonexistent").exists());
+    let in_file = file.join("x.csv");
+    for (target, says) in [
+        (
+            Path::new("/nonexistent/dir/x.csv"),
+            "the directory `/nonexistent/dir` does not exist",
+        ),
+        (in_file.as_path(), "is a file, not a directory"),
+    ] {
+        for flag in ["--out", "--stats"] {
+            let r = rxnc(&["simulate", s(&bd), "--t-end", "1", flag, s(target)]);
+            assert_eq!(r.code, 1, "{flag}: {}", r.stderr);
+            assert!(
+                r.stderr.contains(says),
+                "{flag}: no `{says}` in\n{}",
+                r.stderr
+            );
+            assert!(!target.exists());
+        }
     }
+    assert!(!Path::new("/nonexistent").exists());
+    assert_eq!(std::fs::read(&file).unwrap(), b"");
 }
 
 #[test]
@@ -447,27 +464,99 @@ fn simulate_out_and_stats_must_differ() {
     assert!(log.starts_with("trajectory,time,X\n") && log.contains("time,name,mean,sd\n"));
 }
 
-/// A full disk is exit 2 with the output it could not write, not an "internal error".
+/// A full disk is exit 2 with the output it could not write, not an "internal error" (which
+/// `finish` refuses), for every output of every command; `-` is standard output on /dev/full.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_full_disk_names_the_output() {
-    let bd = example("birth_death.rxn");
-    let r = rxnc(&[
+    let full_disk = |args: &[&str], stdout_full: bool| {
+        let mut command = Command::new(BIN);
+        command
+            .env("RXNC_CACHE_DIR", "off")
+            .env("NO_COLOR", "1")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args);
+        if stdout_full {
+            command.stdout(std::fs::File::create("/dev/full").unwrap());
+        }
+        finish(args, command.output().unwrap())
+    };
+    let simulate = [
         "simulate",
-        s(&bd),
+        "examples/birth_death.rxn",
         "--t-end",
         "100",
         "--every",
         "0.001",
-        "--stats",
-        "/dev/full",
-    ]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("cannot write --stats: No space left"),
-        "{}",
-        r.stderr
-    );
+    ];
+    let fit = [
+        "run",
+        "examples/telegraph_fit.rxn",
+        "--fit",
+        "examples/telegraph_fit.csv",
+        "-n",
+        "30",
+        "--steps",
+        "2",
+    ];
+    let grad = [
+        "grad",
+        "examples/birth_death.rxn",
+        "--objective",
+        "mean(X)",
+        "--t-end",
+        "1",
+        "-n",
+        "8",
+    ];
+    for (command, output, says) in [
+        (
+            &simulate[..],
+            "--stats",
+            "cannot write --stats: No space left",
+        ),
+        (&simulate[..], "--out", "cannot write --out: No space left"),
+        (
+            &simulate[..],
+            "-",
+            "cannot write standard output: No space left",
+        ),
+        (
+            &fit[..],
+            "--out",
+            "cannot write `/dev/full` (given to --out): No space left",
+        ),
+        (
+            &fit[..],
+            "--trace",
+            "cannot write `/dev/full` (given to --trace): No space left",
+        ),
+        (&fit[..], "-", "cannot write standard output: No space left"),
+        (
+            &grad[..],
+            "-",
+            "cannot write standard output: No space left",
+        ),
+        (
+            &grad[..],
+            "--json",
+            "cannot write standard output: No space left",
+        ),
+    ] {
+        let mut args = command.to_vec();
+        match output {
+            "-" => {}
+            "--json" => args.push("--json"),
+            flag => args.extend([flag, "/dev/full"]),
+        }
+        let r = full_disk(&args, matches!(output, "-" | "--json"));
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(says),
+            "{args:?}: no `{says}` in\n{}",
+            r.stderr
+        );
+    }
 }
 
 /// A run that needs more memory than the address-space limit (`ulimit -v`) allows is refused

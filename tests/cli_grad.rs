@@ -183,6 +183,35 @@ fn table_lists_every_parameter_in_declaration_order() {
     }
 }
 
+/// Very small and very large numbers are printed in scientific notation: readable, exact enough
+/// to tell apart, and short (`{}` writes 1e-300 with 300 digits, `{:.6}` as 0.000000).
+#[test]
+fn table_shows_extreme_numbers_readably() {
+    let dir = scratch("extreme");
+    let tiny = write(
+        &dir,
+        "tiny.rxn",
+        "species X = 0\nparam k = 1e-300, g = 1e300\n0 -> X @ k\nX -> 0 @ g\n",
+    );
+    let r = grad(
+        &tiny,
+        "mean(X)",
+        "1e-300",
+        "4",
+        &["--temperature", "1e-300"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for shown in [
+        "(temperature 1e-300)",
+        "to t = 1e-300,",
+        "1.000000e-300",
+        "1.000000e300",
+    ] {
+        assert!(r.stdout.contains(shown), "no `{shown}` in\n{}", r.stdout);
+    }
+    assert!(r.stdout.lines().all(|l| l.len() < 100), "{}", r.stdout);
+}
+
 #[test]
 fn json_has_exactly_the_contract_keys() {
     let r = grad(
@@ -445,6 +474,17 @@ fn bad_options_are_input_errors() {
                 &["--estimator", "fd", "--sigma", "nan"],
             ),
             vec!["smoothing width"],
+        ),
+        (
+            "sigma too wide",
+            grad(
+                &bd,
+                "mean(X)",
+                "1",
+                "10",
+                &["--estimator", "fd", "--sigma", "1e300"],
+            ),
+            vec!["at most 10, not 1e300", "relative to each parameter"],
         ),
         (
             "threads 0",

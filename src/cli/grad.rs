@@ -120,7 +120,10 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
     let result =
         estimate_gradient(&compiled, &params, &objective, &options).map_err(|e| match e {
             GradError::Simulation(e) => sim_failure(&model, e),
-            GradError::Options(m) => Failure::input(m, "see rxnc grad --help"),
+            GradError::Options(m) => match m.split_once("; ") {
+                Some((message, why)) => Failure::input(message, why),
+                None => Failure::input(m, "see rxnc grad --help"),
+            },
             e @ GradError::NonFinite { .. } => {
                 Failure::input(e, "see docs/gradients.md for when each estimator applies")
             }
@@ -146,8 +149,8 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
     } else {
         let mut out = String::new();
         let detail = match estimator {
-            Estimator::GsSt { temperature } => format!(" (temperature {temperature})"),
-            Estimator::Fd { sigma } => format!(" (sigma {sigma})"),
+            Estimator::GsSt { temperature } => format!(" (temperature {})", num(temperature)),
+            Estimator::Fd { sigma } => format!(" (sigma {})", num(sigma)),
             _ => String::new(),
         };
         let _ = writeln!(out, "objective  {}", objective.text);
@@ -159,7 +162,10 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
         let _ = writeln!(
             out,
             "estimator  {}{detail}, {} trajectories to t = {}, {} events\n",
-            result.estimator, result.trajectories, args.t_end, result.events
+            result.estimator,
+            result.trajectories,
+            num(args.t_end),
+            result.events
         );
         let width = result
             .gradient
@@ -176,11 +182,23 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
         for ((name, e), v) in result.gradient.iter().zip(&params) {
             let _ = writeln!(
                 out,
-                "{name:<width$}  {v:>12.6}  {:>14.6e}  {:>12.3e}",
-                e.estimate, e.stderr
+                "{name:<width$}  {:>12}  {:>14.6e}  {:>12.3e}",
+                value_cell(*v),
+                e.estimate,
+                e.stderr
             );
         }
         out
     };
     print_stdout(&text)
+}
+
+/// A parameter's value in the table: six decimals where that shows it, else scientific notation
+/// (1e-300 is not 0.000000, 1e300 not 301 digits).
+fn value_cell(v: f64) -> String {
+    if v == 0.0 || (1e-3..1e7).contains(&v.abs()) {
+        format!("{v:.6}")
+    } else {
+        format!("{v:.6e}")
+    }
 }

@@ -108,6 +108,8 @@ pub struct PendingFile {
     /// Its slot among the files removed if the run is interrupted.
     interrupt_slot: Option<usize>,
     dest: PathBuf,
+    /// The option that named it (`--out`), for messages.
+    flag: String,
     writer: Option<BufWriter<File>>,
 }
 
@@ -133,11 +135,17 @@ impl PendingFile {
         let cannot = |e: io::Error| {
             let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
             let help = match parent {
-                Some(p) if !p.is_dir() => {
+                Some(p) if p.exists() && !p.is_dir() => {
+                    format!("`{}` is a file, not a directory", p.display())
+                }
+                Some(p) if !p.exists() => {
                     format!(
                         "the directory `{}` does not exist; create it first",
                         p.display()
                     )
+                }
+                _ if e.kind() == io::ErrorKind::PermissionDenied => {
+                    "you have no permission to write there; choose another path".to_string()
                 }
                 _ => "check that the directory exists and is writable".to_string(),
             };
@@ -156,6 +164,7 @@ impl PendingFile {
                 interrupt_slot: None,
                 temp: None,
                 dest: dest.to_path_buf(),
+                flag: flag.to_string(),
                 writer: Some(BufWriter::new(File::from(owned))),
             });
         }
@@ -166,6 +175,7 @@ impl PendingFile {
                     interrupt_slot: None,
                     temp: None,
                     dest: dest.to_path_buf(),
+                    flag: flag.to_string(),
                     writer: Some(BufWriter::new(file)),
                 })
             }
@@ -189,6 +199,7 @@ impl PendingFile {
                     interrupt_slot,
                     temp: Some(temp),
                     dest: real,
+                    flag: flag.to_string(),
                     writer: Some(BufWriter::new(file)),
                 })
             }
@@ -208,15 +219,26 @@ impl PendingFile {
         self.temp.is_none()
     }
 
+    /// Writes `bytes` as the whole contents, then commits.
+    pub fn write_and_commit(mut self, bytes: &[u8]) -> Result<(), Failure> {
+        match self.writer().write_all(bytes) {
+            Err(e) if !(self.is_direct() && is_broken_pipe(&e)) => Err(self.failure(e)),
+            _ => self.commit(),
+        }
+    }
+
+    /// A failed write (a full disk), naming the output.
+    fn failure(&self, e: io::Error) -> Failure {
+        write_failure(
+            e,
+            &format!("`{}` (given to {})", self.dest.display(), self.flag),
+        )
+    }
+
     /// Flushes and gives the file its real name. A pipe closed by its reader is not an error.
     pub fn commit(mut self) -> Result<(), Failure> {
         let w = self.writer.take().expect("writer is present until commit");
-        let fail = |e: io::Error| {
-            Failure::input(
-                format!("cannot write `{}`: {e}", self.dest.display()),
-                "check free disk space and permissions",
-            )
-        };
+        let fail = |e: io::Error| self.failure(e);
         let file = match w.into_inner() {
             Ok(file) => file,
             Err(e) if self.temp.is_none() && is_broken_pipe(e.error()) => return Ok(()),
@@ -303,14 +325,18 @@ pub fn is_broken_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
 
+/// A failed write of output `what` (`standard output`, `--stats`, ...): a full disk, an I/O
+/// error. Not the user's input, and not a fault of rxnc: exit 2 with a plain message.
+pub fn write_failure(e: io::Error, what: &str) -> Failure {
+    Failure::Output(format!("cannot write {what}: {e}"))
+}
+
 /// Maps an error writing to standard output: a closed pipe (`rxnc ... | head`) ends quietly.
 pub fn stdout_error(e: io::Error) -> Result<(), Failure> {
     if is_broken_pipe(&e) {
         Ok(())
     } else {
-        Err(Failure::Internal(format!(
-            "cannot write to standard output: {e}"
-        )))
+        Err(write_failure(e, "standard output"))
     }
 }
 

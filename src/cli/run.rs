@@ -9,7 +9,6 @@ use crate::driver::{self, FitError, FitOptions, FitResult, Step, data};
 use crate::estimators::Estimator;
 use crate::jit::CompiledModel;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -122,10 +121,14 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             "for example --temperature 1",
         ));
     }
-    if !(args.sigma.is_finite() && args.sigma > 0.0) {
+    if !(args.sigma > 0.0 && args.sigma <= crate::estimators::FD_MAX_SIGMA) {
         return Err(Failure::input(
-            format!("--sigma must be positive, not {}", num(args.sigma)),
-            "for example --sigma 0.05",
+            format!(
+                "--sigma must be positive and at most {}, not {}",
+                crate::estimators::FD_MAX_SIGMA,
+                num(args.sigma)
+            ),
+            "it is relative to each parameter (in log space for positive rates): for example --sigma 0.05",
         ));
     }
     if !(args.lr.is_finite() && args.lr > 0.0) {
@@ -323,11 +326,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
                     "diverged": what,
                     "trace": trace_json(&names, &trace),
                 });
-                write_file(f, format!("{json:#}\n"))?;
+                f.write_and_commit(format!("{json:#}\n").as_bytes())?;
                 saved.push("--out".to_string());
             }
             if let Some(f) = trace_file {
-                write_file(f, trace_csv(&names, &trace))?;
+                f.write_and_commit(trace_csv(&names, &trace).as_bytes())?;
                 saved.push("--trace".to_string());
             }
             let kept = if saved.is_empty() {
@@ -357,7 +360,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     .map_err(|e| sim_failure(&model, e))?;
     let comparison = compare(&data, &result.times, &pool);
     if let Some(f) = trace_file {
-        write_file(f, trace_csv(&names, &result.trace))?;
+        f.write_and_commit(trace_csv(&names, &result.trace).as_bytes())?;
     }
     if let Some(f) = out_file {
         let mut json = fit_json(&result, &options, &data);
@@ -371,9 +374,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
                 })
             })
             .collect();
-        write_file(f, format!("{json:#}\n"))?;
+        f.write_and_commit(format!("{json:#}\n").as_bytes())?;
     }
-    if let Some(mut f) = plot_file {
+    if let Some(f) = plot_file {
         let path = args
             .plot
             .as_deref()
@@ -381,10 +384,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         let bytes = driver::plot::fit_svg(&data, &result, &pool)
             .and_then(|svg| crate::driver::plot::figure_bytes(path, svg))
             .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
-        f.writer()
-            .write_all(&bytes)
-            .map_err(|e| Failure::Internal(format!("cannot write --plot: {e}")))?;
-        f.commit()?;
+        f.write_and_commit(&bytes)?;
     }
     let mut text = table(&result, &options, &data);
     text.push_str(&comparison_table(&comparison, data.times.is_none()));
@@ -449,13 +449,6 @@ fn comparison_table(rows: &[Comparison], stationary: bool) -> String {
         );
     }
     out
-}
-
-fn write_file(mut f: PendingFile, text: String) -> Result<(), Failure> {
-    f.writer()
-        .write_all(text.as_bytes())
-        .map_err(|e| Failure::Internal(format!("cannot write output: {e}")))?;
-    f.commit()
 }
 
 fn named(names: &[String], values: &[f64]) -> serde_json::Map<String, serde_json::Value> {

@@ -1,6 +1,6 @@
 //! `rxnc simulate`.
 
-use super::output::{PendingFile, is_broken_pipe};
+use super::output::{PendingFile, is_broken_pipe, write_failure};
 use super::{Failure, model_diagnostic};
 use crate::Model;
 use crate::diagnostics::Diagnostic;
@@ -448,7 +448,7 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         Some(e) if rows_direct && is_broken_pipe(&e) => rows_closed = true,
         Some(e) => {
             let what = if to_stdout {
-                "to standard output"
+                "standard output"
             } else {
                 "--out"
             };
@@ -500,11 +500,6 @@ const BATCH_BYTES: usize = 64 << 20;
 /// 200 bytes of bookkeeping (4.2 M trajectories of two samples took 567 MB in one batch).
 fn batch_size(cells: usize) -> usize {
     (BATCH_BYTES / (cells.max(1) * std::mem::size_of::<i64>())).clamp(1, 1 << 16)
-}
-
-/// A failed write of `simulate`'s output `what` (`standard output`, `--stats`, ...).
-fn write_failure(e: std::io::Error, what: &str) -> Failure {
-    Failure::Output(format!("cannot write {what}: {e}"))
 }
 
 /// Figures are SVG or PNG: refuse other extensions before any work is done.

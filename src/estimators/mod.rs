@@ -14,7 +14,7 @@ mod runners;
 
 pub use objective::{Dual, LeafMoments, Objective, Statistic};
 
-use crate::engine::{SimError, try_map_range, wrong_param_count};
+use crate::engine::{Shown, SimError, try_map_range, wrong_param_count};
 use crate::ir::{self, Expr};
 use crate::jit::{CompiledModel, Kernels};
 use std::fmt;
@@ -38,10 +38,14 @@ pub enum Estimator {
     /// Gaussian-smoothed central finite differences with common random numbers and antithetic
     /// pairs. Unbiased for the smoothed objective.
     Fd {
-        /// Smoothing width, relative (in log space for positive rates).
+        /// Smoothing width, relative (in log space for positive rates), in (0, [`FD_MAX_SIGMA`]].
         sigma: f64,
     },
 }
+
+/// The largest smoothing width of [`Estimator::Fd`]: a parameter perturbed by e^±10 (or ten times
+/// its size) is no longer smoothed locally, and larger widths overflow parameters to infinity.
+pub const FD_MAX_SIGMA: f64 = 10.0;
 
 impl Estimator {
     /// The name used on the command line.
@@ -297,12 +301,16 @@ pub fn estimate_gradient(
     match options.estimator {
         Estimator::GsSt { temperature } if !(temperature.is_finite() && temperature > 0.0) => {
             return Err(GradError::Options(format!(
-                "the temperature must be positive, not {temperature}"
+                "the temperature must be positive, not {}",
+                Shown(temperature)
             )));
         }
-        Estimator::Fd { sigma } if !(sigma.is_finite() && sigma > 0.0) => {
+        Estimator::Fd { sigma } if !(sigma > 0.0 && sigma <= FD_MAX_SIGMA) => {
             return Err(GradError::Options(format!(
-                "the smoothing width must be positive, not {sigma}"
+                "the smoothing width must be positive and at most {FD_MAX_SIGMA}, not {}; it is \
+                 relative to each parameter (in log space for positive rates), so 0.01 to 0.5 \
+                 are usual",
+                Shown(sigma)
             )));
         }
         _ => {}
