@@ -831,6 +831,64 @@ fn simulate_stats_only() {
     assert!(!dir.join("traj.csv").exists());
 }
 
+/// An observable that is infinite or NaN in some trajectory has the sum's mean (inf, -inf, NaN
+/// for both signs or a NaN) and an undefined sd, with a warning naming it; the figure breaks its
+/// curves there instead of drawing through infinity.
+#[test]
+fn non_finite_observables_are_summarised_and_named() {
+    let dir = scratch("non-finite-observables");
+    write(
+        &dir,
+        "m.rxn",
+        "species A = 3\nparam k = 1\nobservable big = exp(1000 * A)\nobservable low = -exp(1000 * A)\n\
+         observable undefined = exp(1000 * A) - exp(1000 * A)\nobservable inverse = 1 / A\nA -> 0 @ k\n",
+    );
+    let r = rxnc_in(
+        &dir,
+        &[
+            "simulate", "m.rxn", "--t-end", "20", "--every", "10", "-n", "4", "--stats", "s.csv",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let stats = std::fs::read_to_string(dir.join("s.csv")).unwrap();
+    for row in [
+        "0,big,inf,NaN",
+        "0,low,-inf,NaN",
+        "0,undefined,NaN,NaN",
+        "0,inverse,0.3333333333333333,0",
+        // By t = 20 every A has decayed (e^-20 per molecule): 1/0.
+        "20,inverse,inf,NaN",
+    ] {
+        assert!(lines(&stats).contains(&row), "no `{row}` in\n{stats}");
+    }
+    for name in ["`big`", "`low`", "`undefined`", "`inverse`"] {
+        let warning = r.stderr.lines().find(|l| l.contains(name));
+        assert!(
+            warning.is_some_and(|w| w.starts_with("warning: ")),
+            "{name}: {}",
+            r.stderr
+        );
+    }
+    assert!(
+        r.stderr
+            .contains("`inverse` is infinite or NaN in some trajectories at 2 of 3 sampling times (the first t = 10)"),
+        "{}",
+        r.stderr
+    );
+    let r = rxnc_in(
+        &dir,
+        &[
+            "simulate", "m.rxn", "--t-end", "20", "-n", "4", "--plot", "f.svg",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let svg = std::fs::read_to_string(dir.join("f.svg")).unwrap();
+    assert!(
+        !svg.contains("NaN") && !svg.contains("inf"),
+        "non-finite coordinates in the figure"
+    );
+}
+
 #[test]
 fn one_trajectory_has_an_empty_sd() {
     let dir = scratch("one-trajectory");

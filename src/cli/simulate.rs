@@ -462,6 +462,16 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     }
     drop(rows);
 
+    if let Some(m) = &moments {
+        for (name, first, times) in m.non_finite_observables() {
+            eprintln!(
+                "warning: observable `{name}` is infinite or NaN in some trajectories at {times} of \
+                 {} sampling times (the first t = {}): its mean there is inf, -inf or NaN, its sd NaN",
+                m.times().len(),
+                num(first)
+            );
+        }
+    }
     let quiet = |f: &PendingFile, e: &std::io::Error| f.is_direct() && is_broken_pipe(e);
     if let (Some(f), Some(m)) = (stats_file.as_mut(), &moments) {
         match m.write_csv(f.writer()) {

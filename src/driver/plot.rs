@@ -34,11 +34,68 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    if hi - lo < 1e-12 {
-        return (lo - 0.5, hi + 0.5);
+    // A flat curve gets a band around it, wide enough to survive rounding at its size (half a
+    // count is lost to rounding above 2^53).
+    let flat = (0.5f64).max(1e-9 * lo.abs().max(hi.abs()));
+    if hi - lo < 1e-12 || hi - lo < 1e-3 * flat {
+        return (lo - flat, hi + flat);
     }
     let pad = 0.05 * (hi - lo);
     (lo - pad, hi + pad)
+}
+
+/// The tick labels of an axis from `lo` to `hi`: plotters' own for ordinary numbers, scientific
+/// notation with enough digits to tell the ticks apart for very large or small ones (a count
+/// near 4.6e18 was 19 digits wide and clipped; a density of 1e-10 was 0.0).
+struct Ticks {
+    scientific: bool,
+    digits: usize,
+}
+
+impl Ticks {
+    fn new(lo: f64, hi: f64) -> Ticks {
+        let scale = lo.abs().max(hi.abs());
+        let span = (hi - lo).abs();
+        // Ticks are about a tenth of the span apart: one digit beyond that.
+        let digits = if span > 0.0 {
+            ((scale / span).log10().ceil() as usize + 1).clamp(1, 15)
+        } else {
+            3
+        };
+        Ticks {
+            scientific: scale >= 1e6 || (scale > 0.0 && scale < 1e-3),
+            digits,
+        }
+    }
+
+    fn text(&self, v: &f64) -> String {
+        let digits = self.digits;
+        if self.scientific {
+            format!("{v:.digits$e}")
+        } else {
+            <plotters::coord::types::RangedCoordf64 as plotters::coord::ranged1d::ValueFormatter<
+                f64,
+            >>::format(v)
+        }
+    }
+
+    /// Pixels for labels of this axis on the left: the default 50, or enough for long ones.
+    fn width(&self) -> u32 {
+        if self.scientific {
+            50.max(7 * (self.digits as u32 + 6))
+        } else {
+            50
+        }
+    }
+
+    /// How many labels at most: plotters' 11, fewer when they are long.
+    fn count(&self) -> usize {
+        if self.scientific && self.digits > 3 {
+            4
+        } else {
+            11
+        }
+    }
 }
 
 /// Curves are drawn through at most about this many runs of consecutive times (a panel is about
@@ -75,6 +132,23 @@ fn thinned(times: &[f64], ys: &[f64]) -> Vec<(f64, f64)> {
     points
 }
 
+/// The maximal runs of consecutive indices below `n` where `finite` holds.
+fn finite_runs(n: usize, finite: impl Fn(usize) -> bool) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = None;
+    for k in 0..=n {
+        match (start, k < n && finite(k)) {
+            (None, true) => start = Some(k),
+            (Some(from), false) => {
+                runs.push(from..k);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    runs
+}
+
 /// The upper (or lower) edge of a band over `times`: thinned like [`thinned`] to the highest (or
 /// lowest) value of each run, held over the run, so that the band still covers every value.
 fn edge(times: &[f64], ys: &[f64], upper: bool) -> Vec<(f64, f64)> {
@@ -98,9 +172,19 @@ fn edge(times: &[f64], ys: &[f64], upper: bool) -> Vec<(f64, f64)> {
 
 /// Normalised histograms of two samples on shared bins (integer bins for counts).
 fn histogram(area: &Area, title: &str, series: &[(&str, RGBColor, &[f64])]) -> Result<(), Failed> {
-    let all = || series.iter().flat_map(|s| s.2.iter().copied());
+    // Infinite and NaN values have no bin: they are left out (the warning about them is the
+    // caller's).
+    let all = || {
+        series
+            .iter()
+            .flat_map(|s| s.2.iter().copied())
+            .filter(|v| v.is_finite())
+    };
     let (lo, hi) = range(all());
-    let integer = all().all(|v| v.fract() == 0.0) && hi - lo <= 200.0;
+    // Unit bins need half-integers exactly representable: below 2^52.
+    let integer = all().all(|v| v.fract() == 0.0)
+        && hi - lo <= 200.0
+        && hi.abs().max(lo.abs()) < 2f64.powi(52);
     let (start, width, bins) = if integer {
         let start = lo.ceil() - 0.5;
         (start, 1.0, ((hi - start).ceil() as usize).max(1))
@@ -111,24 +195,33 @@ fn histogram(area: &Area, title: &str, series: &[(&str, RGBColor, &[f64])]) -> R
         .iter()
         .map(|(_, _, v)| {
             let mut h = vec![0.0; bins];
-            for &x in v.iter() {
+            let finite = v.iter().filter(|x| x.is_finite()).count();
+            for &x in v.iter().filter(|x| x.is_finite()) {
                 let b = (((x - start) / width) as usize).min(bins - 1);
-                h[b] += 1.0 / (v.len() as f64 * width);
+                h[b] += 1.0 / (finite as f64 * width);
             }
             h
         })
         .collect();
     let top = density.iter().flatten().copied().fold(0.0, f64::max) * 1.1 + 1e-12;
+    let (x_ticks, y_ticks) = (
+        Ticks::new(start, start + width * bins as f64),
+        Ticks::new(0.0, top),
+    );
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(30)
-        .y_label_area_size(50)
+        .y_label_area_size(y_ticks.width())
         .build_cartesian_2d(start..start + width * bins as f64, 0.0..top)
         .map_err(err)?;
     chart
         .configure_mesh()
         .y_desc("density")
+        .x_label_formatter(&|v| x_ticks.text(v))
+        .y_label_formatter(&|v| y_ticks.text(v))
+        .x_labels(x_ticks.count())
+        .y_labels(y_ticks.count())
         .disable_mesh()
         .draw()
         .map_err(err)?;
@@ -178,42 +271,50 @@ fn bands(
             .flat_map(|s| s.mean.iter().zip(&s.sd).flat_map(|(m, d)| [m - d, m + d]))
             .chain(extra_lines.iter().flat_map(|l| l.1.iter().copied())),
     );
+    let (x_ticks, y_ticks) = (Ticks::new(x0, x1), Ticks::new(y0, y1));
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(30)
-        .y_label_area_size(50)
+        .y_label_area_size(y_ticks.width())
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc("time")
+        .x_label_formatter(&|v| x_ticks.text(v))
+        .y_label_formatter(&|v| y_ticks.text(v))
+        .x_labels(x_ticks.count())
+        .y_labels(y_ticks.count())
         .disable_mesh()
         .draw()
         .map_err(err)?;
+    // Curves break where a value is infinite or NaN (an observable such as 1/X at X = 0)
+    // rather than jump to the edge of the panel.
     for (color, ys) in extra_lines {
-        chart
-            .draw_series(LineSeries::new(
-                thinned(times, ys),
-                color.mix(0.25).stroke_width(1),
-            ))
-            .map_err(err)?;
+        for run in finite_runs(times.len().min(ys.len()), |k| ys[k].is_finite()) {
+            chart
+                .draw_series(LineSeries::new(
+                    thinned(&times[run.clone()], &ys[run]),
+                    color.mix(0.25).stroke_width(1),
+                ))
+                .map_err(err)?;
+        }
     }
     for s in series {
         let color = s.color;
         if s.points {
+            let finite = || {
+                (times.iter().zip(&s.mean).zip(&s.sd))
+                    .filter(|((_, m), d)| m.is_finite() && d.is_finite())
+            };
             chart
-                .draw_series(times.iter().zip(&s.mean).zip(&s.sd).map(|((&t, &m), &d)| {
+                .draw_series(finite().map(|((&t, &m), &d)| {
                     PathElement::new(vec![(t, m - d), (t, m + d)], color.stroke_width(1))
                 }))
                 .map_err(err)?;
             chart
-                .draw_series(
-                    times
-                        .iter()
-                        .zip(&s.mean)
-                        .map(|(&t, &m)| Circle::new((t, m), 3, color.filled())),
-                )
+                .draw_series(finite().map(|((&t, &m), _)| Circle::new((t, m), 3, color.filled())))
                 .map_err(err)?
                 .label(s.name)
                 .legend(move |(x, y)| Circle::new((x + 5, y), 3, color.filled()));
@@ -225,17 +326,29 @@ fn bands(
                     .map(|(m, d)| m + sign * d)
                     .collect()
             };
-            let mut outline = edge(times, &shifted(1.0), true);
-            outline.extend(edge(times, &shifted(-1.0), false).into_iter().rev());
-            chart
-                .draw_series(std::iter::once(Polygon::new(
-                    outline,
-                    color.mix(0.2).filled(),
-                )))
-                .map_err(err)?;
+            let (upper, lower) = (shifted(1.0), shifted(-1.0));
+            let n = times.len().min(upper.len());
+            for run in finite_runs(n, |k| upper[k].is_finite() && lower[k].is_finite()) {
+                let mut outline = edge(&times[run.clone()], &upper[run.clone()], true);
+                outline.extend(
+                    edge(&times[run.clone()], &lower[run], false)
+                        .into_iter()
+                        .rev(),
+                );
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        outline,
+                        color.mix(0.2).filled(),
+                    )))
+                    .map_err(err)?;
+            }
+            let mut curve = finite_runs(n, |k| s.mean[k].is_finite())
+                .into_iter()
+                .map(|run| thinned(&times[run.clone()], &s.mean[run]));
+            // The first piece carries the legend entry (an empty one if nothing is finite).
             chart
                 .draw_series(LineSeries::new(
-                    thinned(times, &s.mean),
+                    curve.next().unwrap_or_default(),
                     color.stroke_width(2),
                 ))
                 .map_err(err)?
@@ -243,6 +356,11 @@ fn bands(
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2))
                 });
+            for piece in curve {
+                chart
+                    .draw_series(LineSeries::new(piece, color.stroke_width(2)))
+                    .map_err(err)?;
+            }
         }
     }
     chart
@@ -257,6 +375,7 @@ fn bands(
 fn loss_curve(area: &Area, result: &FitResult) -> Result<(), Failed> {
     let n = result.trace.len();
     let (y0, y1) = range(result.trace.iter().map(|s| s.loss));
+    let y_ticks = Ticks::new(y0.max(0.0), y1);
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!("loss ({})", result.loss_kind.name()),
@@ -264,12 +383,14 @@ fn loss_curve(area: &Area, result: &FitResult) -> Result<(), Failed> {
         )
         .margin(8)
         .x_label_area_size(30)
-        .y_label_area_size(50)
+        .y_label_area_size(y_ticks.width())
         .build_cartesian_2d(0.0..n.max(1) as f64, y0.max(0.0)..y1)
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc("step (all restarts)")
+        .y_label_formatter(&|v| y_ticks.text(v))
+        .y_labels(y_ticks.count())
         .disable_mesh()
         .draw()
         .map_err(err)?;
@@ -525,5 +646,33 @@ mod tests {
                 "time index {k}: {y} outside [{lo}, {hi}]"
             );
         }
+    }
+
+    /// Curves break at infinite and NaN values: one piece per run of finite ones.
+    #[test]
+    fn curves_break_where_values_are_not_finite() {
+        let ys = [1.0, f64::INFINITY, 2.0, 3.0, f64::NAN, f64::NAN, 4.0];
+        let runs = finite_runs(ys.len(), |k| ys[k].is_finite());
+        assert_eq!(runs, [0..1, 2..4, 6..7]);
+        assert_eq!(finite_runs(2, |_| false), []);
+        assert_eq!(finite_runs(3, |_| true), vec![std::ops::Range { start: 0, end: 3 }]);
+    }
+
+    /// Axes: a flat curve gets a band that survives rounding at its size (half a count vanishes
+    /// near 2^62), and very large or small ticks are labelled in scientific notation with enough
+    /// digits to tell them apart.
+    #[test]
+    fn axes_of_extreme_values() {
+        let (lo, hi) = range([4.6e18, 4.6e18].into_iter());
+        assert!(lo < 4.6e18 && 4.6e18 < hi, "({lo}, {hi})");
+        assert_eq!(range([3.0, 3.0, f64::NAN].into_iter()), (2.5, 3.5));
+        let ticks = Ticks::new(lo, hi);
+        assert!(ticks.scientific);
+        let (a, b) = (ticks.text(&(4.6e18 - 2e9)), ticks.text(&(4.6e18 + 2e9)));
+        assert_ne!(a, b);
+        assert!(a.contains("e18"), "{a}");
+        assert_eq!(Ticks::new(0.0, 4.3e-9).text(&2e-9), "2.0e-9");
+        // Ordinary numbers are labelled as plotters does.
+        assert_eq!(Ticks::new(0.0, 20.0).text(&15.0), "15.0");
     }
 }

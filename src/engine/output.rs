@@ -293,7 +293,8 @@ impl Rows<'_> {
 /// (nQ - S²)/(n(n - 1)) are then computed from exact integers (rounded once below 2^53, a few
 /// times beyond), do not depend on the order of the trajectories, and repeat across times,
 /// which lets the writer reuse their text. Observables use Welford's
-/// recurrence in trajectory order.
+/// recurrence in trajectory order; where an observable is infinite or NaN in some trajectory,
+/// its mean is the sum's (inf, -inf, or NaN) and its sd NaN.
 ///
 /// ```
 /// use rxnc::engine::{Ensemble, EnsembleMoments, SimOptions};
@@ -495,13 +496,31 @@ impl TimeSlab<'_> {
                     compiled.observables(x, params, times[k], &mut values);
                     let weight = weights[traj];
                     for i in 0..no {
-                        let d = values[i] - mean[i];
-                        mean[i] += d * weight;
-                        m2[i] += d * (values[i] - mean[i]);
+                        let v = values[i];
+                        if v.is_finite() && mean[i].is_finite() {
+                            let d = v - mean[i];
+                            mean[i] += d * weight;
+                            m2[i] += d * (v - mean[i]);
+                        } else {
+                            // Welford would turn inf into NaN (inf - inf): the mean is the sum's
+                            // (inf, -inf, or NaN for both or a NaN value), the sd undefined.
+                            mean[i] = non_finite_mean(mean[i], v);
+                            m2[i] = f64::NAN;
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// The mean of values whose mean so far is `mean` and next is `v`, one of them not finite.
+fn non_finite_mean(mean: f64, v: f64) -> f64 {
+    match (mean.is_finite(), v.is_finite()) {
+        (true, _) => v,
+        (false, true) => mean,
+        (false, false) if mean == v => mean,
+        (false, false) => f64::NAN,
     }
 }
 
@@ -671,6 +690,20 @@ impl EnsembleMoments {
                 key: None,
             }
         })
+    }
+
+    /// The observables whose mean is not finite at some sampling time (a value that is infinite
+    /// or NaN in some trajectory): per observable, its name, the first such time and how many
+    /// such times there are.
+    pub fn non_finite_observables(&self) -> Vec<(&str, f64, usize)> {
+        let no = self.nv - self.ns;
+        (0..no)
+            .filter_map(|o| {
+                let mut at = (0..self.times.len()).filter(|&k| !self.mean[k * no + o].is_finite());
+                let first = at.next()?;
+                Some((&*self.names[self.ns + o], self.times[first], 1 + at.count()))
+            })
+            .collect()
     }
 
     /// One row per time and value, time-major.
