@@ -429,6 +429,62 @@ fn simulate_out_to_a_directory_is_an_input_error() {
     }
 }
 
+/// No output may name an input (the model, the data), directly, through another spelling, a
+/// symbolic link or a hard link: it would be destroyed. Both stay as they were.
+#[test]
+fn outputs_never_overwrite_inputs() {
+    let dir = scratch("inputs");
+    let model = std::fs::read_to_string(example("birth_death.rxn")).unwrap();
+    write(&dir, "m.rxn", &model);
+    let data = "X\n3\n4\n5\n";
+    write(&dir, "d.csv", data);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("m.rxn", dir.join("link.rxn")).unwrap();
+    std::fs::hard_link(dir.join("d.csv"), dir.join("hard.csv")).unwrap();
+    let simulate = ["simulate", "m.rxn", "--t-end", "1"];
+    let fit = ["run", "m.rxn", "--fit", "d.csv", "-n", "20", "--steps", "2"];
+    for (command, output, path, says) in [
+        (
+            &simulate[..],
+            "--out",
+            "m.rxn",
+            "--out names `m.rxn`, the model file",
+        ),
+        (
+            &simulate[..],
+            "--stats",
+            "./m.rxn",
+            "--stats names `./m.rxn`, the model file",
+        ),
+        (&simulate[..], "--out", "link.rxn", "the model file"),
+        (
+            &fit[..],
+            "--out",
+            "d.csv",
+            "--out names `d.csv`, the data file",
+        ),
+        (
+            &fit[..],
+            "--trace",
+            "m.rxn",
+            "--trace names `m.rxn`, the model file",
+        ),
+        (&fit[..], "--out", "hard.csv", "the data file"),
+    ] {
+        let mut args = command.to_vec();
+        args.extend([output, path]);
+        let r = rxnc_in(&dir, &args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(says),
+            "{args:?}: no `{says}` in\n{}",
+            r.stderr
+        );
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("m.rxn")).unwrap(), model);
+    assert_eq!(std::fs::read_to_string(dir.join("d.csv")).unwrap(), data);
+}
+
 #[test]
 fn simulate_out_and_stats_must_differ() {
     let dir = scratch("same-file");

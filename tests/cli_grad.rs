@@ -487,6 +487,11 @@ fn bad_options_are_input_errors() {
             vec!["at most 10, not 1e300", "relative to each parameter"],
         ),
         (
+            "max-events 0",
+            grad(&bd, "mean(X)", "1", "10", &["--max-events", "0"]),
+            vec!["--max-events must be at least 1"],
+        ),
+        (
             "threads 0",
             grad(&bd, "mean(X)", "1", "10", &["--threads", "0"]),
             vec!["--threads"],

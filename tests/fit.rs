@@ -431,6 +431,20 @@ fn cli_run_exit_codes() {
     assert_eq!(code, Some(1));
     let (code, _) = run(&["m.rxn", "--fit", "good.csv", "--estimator", "magic"]);
     assert_eq!(code, Some(1));
+    // Another estimator's option would be ignored: refused, as `grad` does.
+    for (option, value, says) in [
+        ("--sigma", "0.5", "--sigma applies to fd, not to score"),
+        (
+            "--temperature",
+            "0.5",
+            "--temperature applies to gs-st, not to score",
+        ),
+        ("--max-events", "0", "--max-events must be at least 1"),
+    ] {
+        let (code, err) = run(&["m.rxn", "--fit", "good.csv", option, value]);
+        assert_eq!(code, Some(1), "{option}: {err}");
+        assert!(err.contains(says), "{option}: {err}");
+    }
     std::fs::write(
         dir.join("t.rxn"),
         "species X = 0\nparam k = 1\n0 -> X @= k * (1 + t)\n",

@@ -47,36 +47,11 @@ pub struct GradArgs {
 }
 
 pub fn run(args: GradArgs) -> Result<(), Failure> {
-    let estimator = match args.estimator.as_str() {
-        "gs-st" => Estimator::GsSt {
-            temperature: args.temperature.unwrap_or(1.0),
-        },
-        "score" => Estimator::Score,
-        "alt-path" => Estimator::AltPath,
-        "fd" => Estimator::Fd {
-            sigma: args.sigma.unwrap_or(0.05),
-        },
-        other => {
-            return Err(Failure::input(
-                format!("unknown estimator `{other}`"),
-                format!("choose one of {}", Estimator::NAMES.join(", ")),
-            ));
-        }
-    };
-    // An option of another estimator would be silently ignored: say so instead.
-    if args.temperature.is_some() && !matches!(estimator, Estimator::GsSt { .. }) {
+    let estimator = super::estimator(&args.estimator, args.temperature, args.sigma)?;
+    if args.max_events == 0 {
         return Err(Failure::input(
-            format!(
-                "--temperature applies to gs-st, not to {}",
-                estimator.name()
-            ),
-            "remove --temperature, or choose --estimator gs-st",
-        ));
-    }
-    if args.sigma.is_some() && !matches!(estimator, Estimator::Fd { .. }) {
-        return Err(Failure::input(
-            format!("--sigma applies to fd, not to {}", estimator.name()),
-            "remove --sigma, or choose --estimator fd",
+            "--max-events must be at least 1",
+            "leave it out for the default of 100000000 events per trajectory",
         ));
     }
     let model = Model::load(&args.file)?;

@@ -72,6 +72,46 @@ impl Failure {
     }
 }
 
+/// The estimator named `name` on the command line, with gs-st's `--temperature` (default 1) and
+/// fd's `--sigma` (default 0.05); either given with another estimator is an error rather than
+/// silently ignored.
+fn estimator(
+    name: &str,
+    temperature: Option<f64>,
+    sigma: Option<f64>,
+) -> Result<crate::estimators::Estimator, Failure> {
+    use crate::estimators::Estimator;
+    let estimator = match name {
+        "gs-st" => Estimator::GsSt {
+            temperature: temperature.unwrap_or(1.0),
+        },
+        "score" => Estimator::Score,
+        "alt-path" => Estimator::AltPath,
+        "fd" => Estimator::Fd {
+            sigma: sigma.unwrap_or(0.05),
+        },
+        other => {
+            return Err(Failure::input(
+                format!("unknown estimator `{other}`"),
+                format!("choose one of {}", Estimator::NAMES.join(", ")),
+            ));
+        }
+    };
+    if temperature.is_some() && !matches!(estimator, Estimator::GsSt { .. }) {
+        return Err(Failure::input(
+            format!("--temperature applies to gs-st, not to {name}"),
+            "remove --temperature, or choose --estimator gs-st",
+        ));
+    }
+    if sigma.is_some() && !matches!(estimator, Estimator::Fd { .. }) {
+        return Err(Failure::input(
+            format!("--sigma applies to fd, not to {name}"),
+            "remove --sigma, or choose --estimator fd",
+        ));
+    }
+    Ok(estimator)
+}
+
 impl From<LoadError> for Failure {
     fn from(e: LoadError) -> Self {
         match e {

@@ -259,37 +259,65 @@ impl PendingFile {
 
 /// Refuses two outputs that name the same regular file (they would share one temporary file and
 /// overwrite each other); two outputs into one device or pipe (`/dev/null`) are fine.
-pub fn distinct_outputs(outputs: &[(&str, Option<&Path>)]) -> Result<(), Failure> {
+pub fn distinct_outputs(
+    outputs: &[(&str, Option<&Path>)],
+    inputs: &[(&str, &Path)],
+) -> Result<(), Failure> {
     let given: Vec<(&str, &Path)> = outputs
         .iter()
         .filter_map(|&(flag, path)| Some((flag, path?)))
         .collect();
     for (i, &(flag_a, a)) in given.iter().enumerate() {
+        // The process's own descriptors (`/dev/stdout`) are written in place, like devices.
+        #[cfg(unix)]
+        let own = inherited_fd(a).is_some();
+        #[cfg(not(unix))]
+        let own = false;
+        let special = own || std::fs::metadata(a).is_ok_and(|m| !m.is_file());
+        if special {
+            continue;
+        }
         for &(flag_b, b) in &given[i + 1..] {
-            let same = a == b
-                || matches!(
-                    (std::path::absolute(a), std::path::absolute(b)),
-                    (Ok(x), Ok(y)) if x == y
-                )
-                || matches!(
-                    (std::fs::canonicalize(a), std::fs::canonicalize(b)),
-                    (Ok(x), Ok(y)) if x == y
-                );
-            // The process's own descriptors (`/dev/stdout`) are written in place, like devices.
-            #[cfg(unix)]
-            let own = inherited_fd(a).is_some();
-            #[cfg(not(unix))]
-            let own = false;
-            let special = own || std::fs::metadata(a).is_ok_and(|m| !m.is_file());
-            if same && !special {
+            if same_file(a, b) {
                 return Err(Failure::input(
                     format!("{flag_a} and {flag_b} both name `{}`", a.display()),
                     "give them different files",
                 ));
             }
         }
+        // Writing an output over an input would destroy it (and the run reads it first).
+        for &(what, input) in inputs {
+            if same_file(a, input) {
+                return Err(Failure::input(
+                    format!(
+                        "{flag_a} names `{}`, the {what}: writing it would destroy it",
+                        a.display()
+                    ),
+                    format!("give {flag_a} another file"),
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// Whether two paths name one file: the same path, through links, or (Unix) the same inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    let canonical = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
+    if matches!((canonical(a), canonical(b)), (Ok(x), Ok(y)) if x == y) {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    false
 }
 
 /// The descriptor a path names when it is one of this process's own (`/dev/stdout`, `/dev/fd/3`),

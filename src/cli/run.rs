@@ -42,22 +42,12 @@ pub struct RunArgs {
     /// (straight-through Gumbel-Softmax, biased at temperature 1), alt-path, fd.
     #[arg(long, value_name = "E", default_value = "score")]
     estimator: String,
-    /// Softmax temperature of gs-st.
-    #[arg(
-        long,
-        value_name = "TAU",
-        default_value_t = 1.0,
-        allow_hyphen_values = true
-    )]
-    temperature: f64,
-    /// Smoothing width of fd.
-    #[arg(
-        long,
-        value_name = "SIGMA",
-        default_value_t = 0.05,
-        allow_hyphen_values = true
-    )]
-    sigma: f64,
+    /// Softmax temperature of gs-st [default: 1].
+    #[arg(long, value_name = "TAU", allow_hyphen_values = true)]
+    temperature: Option<f64>,
+    /// Smoothing width of fd (relative; in log space for positive rates) [default: 0.05].
+    #[arg(long, value_name = "SIGMA", allow_hyphen_values = true)]
+    sigma: Option<f64>,
     /// Adam's learning rate in transformed coordinates (log or logit).
     #[arg(
         long,
@@ -98,38 +88,26 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
-    let estimator = match args.estimator.as_str() {
-        "gs-st" => Estimator::GsSt {
-            temperature: args.temperature,
-        },
-        "score" => Estimator::Score,
-        "alt-path" => Estimator::AltPath,
-        "fd" => Estimator::Fd { sigma: args.sigma },
-        other => {
+    let estimator = super::estimator(&args.estimator, args.temperature, args.sigma)?;
+    // The library checks these too, but only once the model and data are read.
+    match estimator {
+        Estimator::GsSt { temperature } if !(temperature.is_finite() && temperature > 0.0) => {
             return Err(Failure::input(
-                format!("unknown estimator `{other}`"),
-                format!("choose one of {}", Estimator::NAMES.join(", ")),
+                format!("--temperature must be positive, not {}", num(temperature)),
+                "for example --temperature 1",
             ));
         }
-    };
-    if !(args.temperature.is_finite() && args.temperature > 0.0) {
-        return Err(Failure::input(
-            format!(
-                "--temperature must be positive, not {}",
-                num(args.temperature)
-            ),
-            "for example --temperature 1",
-        ));
-    }
-    if !(args.sigma > 0.0 && args.sigma <= crate::estimators::FD_MAX_SIGMA) {
-        return Err(Failure::input(
-            format!(
-                "--sigma must be positive and at most {}, not {}",
-                crate::estimators::FD_MAX_SIGMA,
-                num(args.sigma)
-            ),
-            "it is relative to each parameter (in log space for positive rates): for example --sigma 0.05",
-        ));
+        Estimator::Fd { sigma } if !(sigma > 0.0 && sigma <= crate::estimators::FD_MAX_SIGMA) => {
+            return Err(Failure::input(
+                format!(
+                    "--sigma must be positive and at most {}, not {}",
+                    crate::estimators::FD_MAX_SIGMA,
+                    num(sigma)
+                ),
+                "it is relative to each parameter (in log space for positive rates): for example --sigma 0.05",
+            ));
+        }
+        _ => {}
     }
     if !(args.lr.is_finite() && args.lr > 0.0) {
         return Err(Failure::input(
@@ -212,11 +190,14 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             )
         })?,
     };
-    super::output::distinct_outputs(&[
-        ("--out", args.out.as_deref()),
-        ("--trace", args.trace.as_deref()),
-        ("--plot", args.plot.as_deref()),
-    ])?;
+    super::output::distinct_outputs(
+        &[
+            ("--out", args.out.as_deref()),
+            ("--trace", args.trace.as_deref()),
+            ("--plot", args.plot.as_deref()),
+        ],
+        &[("model file", &args.file), ("data file", &args.fit)],
+    )?;
     super::set_threads(args.threads)?;
     // Open outputs first: an unwritable path fails before the fit, not after it.
     let out_file = args

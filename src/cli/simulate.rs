@@ -342,11 +342,14 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
             "leave it out for the default of 100000000 events per trajectory",
         ));
     }
-    super::output::distinct_outputs(&[
-        ("--out", args.out.as_deref()),
-        ("--stats", args.stats.as_deref()),
-        ("--plot", args.plot.as_deref()),
-    ])?;
+    super::output::distinct_outputs(
+        &[
+            ("--out", args.out.as_deref()),
+            ("--stats", args.stats.as_deref()),
+            ("--plot", args.plot.as_deref()),
+        ],
+        &[("model file", &args.file)],
+    )?;
     super::set_threads(args.threads)?;
     // Open outputs first: an unwritable path fails before the simulation, not after it.
     let mut out_file = args

@@ -655,7 +655,10 @@ mod tests {
         let runs = finite_runs(ys.len(), |k| ys[k].is_finite());
         assert_eq!(runs, [0..1, 2..4, 6..7]);
         assert_eq!(finite_runs(2, |_| false), []);
-        assert_eq!(finite_runs(3, |_| true), vec![std::ops::Range { start: 0, end: 3 }]);
+        assert_eq!(
+            finite_runs(3, |_| true),
+            vec![std::ops::Range { start: 0, end: 3 }]
+        );
     }
 
     /// Axes: a flat curve gets a band that survives rounding at its size (half a count vanishes
