@@ -169,6 +169,37 @@ fn birth_death_variance_and_sd_chain_rule() {
     );
 }
 
+/// Counts far from zero: a birth process from X = 10^9 has X(T) = 10^9 + Poisson(kT), so
+/// var = kT and d var/dk = T, and the variance must not come out of E[X²] − E[X]² (10^18 against
+/// 3: it was −256 with score).
+#[test]
+fn variance_of_large_counts_does_not_cancel() {
+    let model = "species X = 1000000000\nparam k = 1\n0 -> X @ k\n";
+    for estimator in [
+        Estimator::Score,
+        Estimator::AltPath,
+        Estimator::Fd { sigma: 0.05 },
+    ] {
+        check(
+            &estimate(model, "var(X)", 3.0, 4000, estimator),
+            3.0,
+            &[3.0],
+            4.0,
+            0.0,
+        );
+    }
+    // sd/mean = sqrt(3)/(10^9 + 3): d/dk = (T/(2 sqrt(3)) - sqrt(3) T / (10^9 + 3)) / (10^9 + 3).
+    let m = 1e9 + 3.0;
+    let truth = (3.0 / (2.0 * 3f64.sqrt()) - 3f64.sqrt() * 3.0 / m) / m;
+    check(
+        &estimate(model, "sd(X) / mean(X)", 3.0, 4000, Estimator::Score),
+        3f64.sqrt() / m,
+        &[truth],
+        4.0,
+        0.0,
+    );
+}
+
 const TELEGRAPH: &str = "species Goff = 1, Gon = 0, M = 0
 param kon = 0.5, koff = 1, ktx = 10, kdeg = 1
 Goff <-> Gon @ kon, koff

@@ -291,15 +291,13 @@ pub fn value_and_gradient(
                     add(&mut grad, &d1.d, 2.0 * (ms - mo) / s);
                     if kind == LossKind::Moments {
                         total += (vs - vo).powi(2) / (s * s);
-                        // var = n/(n−1) (E[f²] − E[f]²): d var ≈ n/(n−1) (dE[f²] − 2 μ dE[f]).
-                        let d2 = tracked.expectation(k, m, &|y| (y * y, 2.0 * y));
+                        // var = n/(n−1) E[(f − μ)²]: d var ≈ n/(n−1) dE[(f − μ)²] with μ held
+                        // (its own derivative enters times E[f − μ] = 0). Centred, so that large
+                        // counts do not cancel as in dE[f²] − 2 μ dE[f].
+                        let d2 = tracked.expectation(k, m, &|y| ((y - ms).powi(2), 2.0 * (y - ms)));
                         let n = sim.len() as f64;
                         let c = n / (n - 1.0).max(1.0);
-                        let dv: Vec<f64> =
-                            d2.d.iter()
-                                .zip(&d1.d)
-                                .map(|(a, b)| c * (a - 2.0 * ms * b))
-                                .collect();
+                        let dv: Vec<f64> = d2.d.iter().map(|a| c * a).collect();
                         add(&mut grad, &dv, 2.0 * (vs - vo) / (s * s));
                     }
                 }

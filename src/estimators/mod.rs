@@ -338,17 +338,22 @@ pub fn estimate_gradient(
     // total as their sum, and every replicate as the total minus one group.
     let groups = options.trajectories.min(50);
     let (nl, np) = (leaves.len(), params.len());
+    // The leaves of the first trajectory: a typical value of each (0 where it is not finite).
+    let shift: Vec<f64> = (records[0].f[..nl].iter())
+        .map(|&f| if f.is_finite() { f } else { 0.0 })
+        .collect();
+    let shift = &shift[..];
     let group_sums: Vec<runners::MomentSums> = (0..groups)
         .map(|g| {
             let (lo, hi) = (g * records.len() / groups, (g + 1) * records.len() / groups);
-            let mut sums = runners::MomentSums::new(options.estimator, nl, np);
+            let mut sums = runners::MomentSums::new(options.estimator, np, shift);
             for r in &records[lo..hi] {
                 sums.add(r, fd_scales);
             }
             sums
         })
         .collect();
-    let mut total = runners::MomentSums::new(options.estimator, nl, np);
+    let mut total = runners::MomentSums::new(options.estimator, np, shift);
     for sums in &group_sums {
         total.merge(sums);
     }

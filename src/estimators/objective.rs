@@ -86,13 +86,17 @@ impl Dual {
     }
 }
 
-/// The estimated moments of one leaf `f`: E\[f\], E\[f²\] and their gradients.
+/// The estimated moments of one leaf `f`: E\[f\], E\[(f − c)²\] and their gradients, for a
+/// constant c near the mean (the variance is then E\[(f − c)²\] − (E\[f\] − c)², without
+/// the cancellation of E\[f²\] − E\[f\]² when the mean is large against the sd).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeafMoments {
     /// E\[f\] and its gradient.
     pub m1: Dual,
-    /// E\[f²\] and its gradient.
+    /// E\[(f − shift)²\] and its gradient.
     pub m2: Dual,
+    /// The constant c.
+    pub shift: f64,
     /// Number of samples (for the n - 1 correction of the variance).
     pub n: usize,
 }
@@ -177,7 +181,7 @@ impl Objective {
     }
 }
 
-fn stat(kind: Statistic, m: &LeafMoments) -> Dual {
+pub(crate) fn stat(kind: Statistic, m: &LeafMoments) -> Dual {
     if kind == Statistic::Mean {
         return m.m1.clone();
     }
@@ -186,14 +190,15 @@ fn stat(kind: Statistic, m: &LeafMoments) -> Dual {
     } else {
         f64::NAN
     };
-    let mean = &m.m1;
+    // The mean less the shift: small when the shift is a typical value.
+    let offset = m.m1.v - m.shift;
     let var = Dual {
-        v: c * (m.m2.v - mean.v * mean.v),
+        v: c * (m.m2.v - offset * offset),
         d: m.m2
             .d
             .iter()
-            .zip(&mean.d)
-            .map(|(d2, d1)| c * (d2 - 2.0 * mean.v * d1))
+            .zip(&m.m1.d)
+            .map(|(d2, d1)| c * (d2 - 2.0 * offset * d1))
             .collect(),
     };
     match kind {

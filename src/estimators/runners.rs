@@ -1078,9 +1078,14 @@ pub struct MomentSums {
     est: Estimator,
     np: usize,
     count: usize,
-    /// Per leaf, `LEAF_BLOCK(np)` values: Σf, Σf², then per parameter Σ g1, Σ g2 (the
-    /// estimator's contributions to the gradients of E\[f\] and E\[f²\]) and, for the score
-    /// estimator, Σ f s and Σ f² s.
+    /// Per leaf, a value it takes (the same in every set of sums that are merged): the sums are of
+    /// f − c, so that the variance does not come out of E\[f²\] − E\[f\]², which cancels
+    /// catastrophically when the mean is large against the sd (counts of 10^9: a variance of 3
+    /// came out as −256).
+    shift: Vec<f64>,
+    /// Per leaf, `LEAF_BLOCK(np)` values, of f' = f − c: Σf', Σf'², then per parameter Σ g1, Σ g2
+    /// (the estimator's contributions to the gradients of E\[f'\] and E\[f'²\]) and, for the
+    /// score estimator, Σ f' s and Σ f'² s.
     leaf: Vec<f64>,
     /// Σ s per parameter (score estimator only).
     score: Vec<f64>,
@@ -1091,12 +1096,16 @@ const fn leaf_block(np: usize) -> usize {
 }
 
 impl MomentSums {
-    /// Zero sums for `nl` leaves and `np` parameters.
-    pub fn new(est: Estimator, nl: usize, np: usize) -> MomentSums {
+    /// Zero sums for `nl` leaves and `np` parameters, of the leaves less `shift` (one value per
+    /// leaf, for example the first trajectory's: any constant gives the same moments, one near
+    /// the mean the most precise).
+    pub fn new(est: Estimator, np: usize, shift: &[f64]) -> MomentSums {
+        let nl = shift.len();
         MomentSums {
             est,
             np,
             count: 0,
+            shift: shift.to_vec(),
             leaf: vec![0.0; nl * leaf_block(np)],
             score: vec![0.0; np],
         }
@@ -1113,7 +1122,8 @@ impl MomentSums {
             }
         }
         for (m, block) in self.leaf.chunks_exact_mut(leaf_block(np)).enumerate() {
-            let f = r.f[m];
+            let c = self.shift[m];
+            let f = r.f[m] - c;
             block[0] += f;
             block[1] += f * f;
             let (g1, rest) = block[2..].split_at_mut(np);
@@ -1135,14 +1145,14 @@ impl MomentSums {
                     Estimator::AltPath => {
                         let direct = r.extra[m * np + q];
                         let w = r.extra[nl * np + q];
-                        let fa = r.extra[nl * np + np + q * nl + m];
+                        let fa = r.extra[nl * np + np + q * nl + m] - c;
                         (
                             w * (fa - f) + direct,
                             w * (fa * fa - f * f) + 2.0 * f * direct,
                         )
                     }
                     Estimator::Fd { sigma } => {
-                        let (fp, fm) = (r.extra[m], r.extra[nl + m]);
+                        let (fp, fm) = (r.extra[m] - c, r.extra[nl + m] - c);
                         let e = r.extra[2 * nl + q] * fd[q].to_theta() / (2.0 * sigma);
                         ((fp - fm) * e, (fp * fp - fm * fm) * e)
                     }
@@ -1155,6 +1165,7 @@ impl MomentSums {
 
     /// Adds the sums of another set of trajectories.
     pub fn merge(&mut self, other: &MomentSums) {
+        assert_eq!(self.shift, other.shift, "sums of leaves shifted alike");
         self.count += other.count;
         for (a, b) in self.leaf.iter_mut().zip(&other.leaf) {
             *a += b;
@@ -1167,10 +1178,12 @@ impl MomentSums {
     /// The sums of these trajectories without those of `part` (a subset of them).
     pub fn without(&self, part: &MomentSums) -> MomentSums {
         let minus = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a - b).collect();
+        assert_eq!(self.shift, part.shift, "sums of leaves shifted alike");
         MomentSums {
             est: self.est,
             np: self.np,
             count: self.count - part.count,
+            shift: self.shift.clone(),
             leaf: minus(&self.leaf, &part.leaf),
             score: minus(&self.score, &part.score),
         }
@@ -1179,12 +1192,13 @@ impl MomentSums {
     /// The moments of every leaf and their gradients.
     ///
     /// The score estimator's baseline is leave-one-out: trajectory r's score is weighted by
-    /// `f_r - (Σf - f_r)/(N - 1)`, which sums to `(N Σ f s - Σf Σ s)/(N - 1)`.
+    /// `f_r - (Σf - f_r)/(N - 1)`, which sums to `(N Σ f s - Σf Σ s)/(N - 1)` (the same for f and
+    /// f − c).
     pub fn moments(&self) -> Vec<LeafMoments> {
         let np = self.np;
         let count = self.count as f64;
-        (self.leaf.chunks_exact(leaf_block(np)))
-            .map(|block| {
+        (self.leaf.chunks_exact(leaf_block(np)).zip(&self.shift))
+            .map(|(block, &shift)| {
                 let (sum1, sum2) = (block[0], block[1]);
                 let (g1, rest) = block[2..].split_at(np);
                 let (g2, rest) = rest.split_at(np);
@@ -1203,13 +1217,14 @@ impl MomentSums {
                 };
                 LeafMoments {
                     m1: Dual {
-                        v: sum1 / count,
+                        v: shift + sum1 / count,
                         d: gradient(g1, h1, sum1),
                     },
                     m2: Dual {
                         v: sum2 / count,
                         d: gradient(g2, h2, sum2),
                     },
+                    shift,
                     n: self.count,
                 }
             })
@@ -1416,12 +1431,17 @@ mod tests {
                     events: 0,
                 })
                 .collect();
-            let sums_of = |rs: &[Record]| {
-                let mut sums = MomentSums::new(est, nl, np);
+            let sums_of = |rs: &[Record], shift: &[f64]| {
+                let mut sums = MomentSums::new(est, np, shift);
                 rs.iter().for_each(|r| sums.add(r, &fd));
                 sums
             };
-            let (total, group) = (sums_of(&records), sums_of(&records[10..20]));
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * (1.0 + b.abs());
+            let unshifted = vec![0.0; nl];
+            let (total, group) = (
+                sums_of(&records, &unshifted),
+                sums_of(&records[10..20], &unshifted),
+            );
             let rest: Vec<Record> = [&records[..10], &records[20..]].concat();
             for (got, rs) in [
                 (total.moments(), &records),
@@ -1431,11 +1451,22 @@ mod tests {
                 for (g, w) in got.iter().zip(&want) {
                     assert_eq!(g.n, w.n);
                     for (gd, wd) in [(&g.m1, &w.m1), (&g.m2, &w.m2)] {
-                        let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * (1.0 + b.abs());
                         assert!(close(gd.v, wd.v), "{est:?}: {} vs {}", gd.v, wd.v);
                         for (a, b) in gd.d.iter().zip(&wd.d) {
                             assert!(close(*a, *b), "{est:?}: {a} vs {b}");
                         }
+                    }
+                }
+            }
+            // Shifting the leaves by constants changes no statistic.
+            let shifted = sums_of(&records, &records[3].f).moments();
+            for (s, u) in shifted.iter().zip(&total.moments()) {
+                use crate::estimators::{Statistic, objective::stat};
+                for kind in [Statistic::Mean, Statistic::Var, Statistic::Sd] {
+                    let (a, b) = (stat(kind, s), stat(kind, u));
+                    assert!(close(a.v, b.v), "{est:?} {kind:?}: {} vs {}", a.v, b.v);
+                    for (x, y) in a.d.iter().zip(&b.d) {
+                        assert!(close(*x, *y), "{est:?} {kind:?}: {x} vs {y}");
                     }
                 }
             }
@@ -1499,6 +1530,7 @@ mod tests {
                         v: sum2 / count,
                         d: mean(d2),
                     },
+                    shift: 0.0,
                     n: records.len(),
                 }
             })
