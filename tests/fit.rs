@@ -368,6 +368,40 @@ fn transforms_round_trip() {
         let slope = (t.forward(u + h) - t.forward(u - h)) / (2.0 * h);
         assert!((slope - t.slope(u)).abs() < 1e-6 * slope.abs().max(1.0));
     }
+    // A start at (or very near) a bound is taken 1% of the range inside, where the logit is
+    // not flat.
+    let t = Transform::Logit(10.0, 100.0);
+    for (v, inside) in [
+        (10.0, 10.9),
+        (100.0, 99.1),
+        (10.0 + 1e-6, 10.9),
+        (55.0, 55.0),
+    ] {
+        assert!((t.forward(t.inverse(v)) - inside).abs() < 1e-9, "{v}");
+    }
+}
+
+/// A fit that starts at a bound leaves it (it stayed there, the logit's slope being 1e-9).
+#[test]
+fn fit_starting_at_a_bound_moves() {
+    let m =
+        model("species X = 0\nparam k = 10 in [10, 100]\nconst g = 1\n0 -> X @ k\nX -> 0 @ g\n");
+    let compiled = CompiledModel::new(&m.ir).unwrap();
+    let d = data::parse("d.csv", &poisson_data(50.0, 400), &m.ir).unwrap();
+    let options = FitOptions {
+        steps: 150,
+        trajectories: 200,
+        tracked: 200,
+        estimator: Estimator::Score,
+        loss: LossKind::W1,
+        lr: 0.2,
+        seed: 4,
+        t_end: None,
+        restarts: 1,
+        max_events: 1_000_000,
+    };
+    let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
+    assert!((r.params[0] - 50.0).abs() < 5.0, "k = {}", r.params[0]);
 }
 
 // ---------------------------------------------------------------- command line

@@ -133,8 +133,11 @@ impl From<SimError> for FitError {
     }
 }
 
-/// How a parameter is optimised: in log space (a positive rate without bounds, or bounds in
-/// (0, ∞) — no, bounds always use the logit) or through a logit of its position inside bounds.
+/// How close to a bound (as a fraction of the range) a bounded parameter starts at most.
+pub const LOGIT_MARGIN: f64 = 0.01;
+
+/// How a parameter is optimised: in log space (a positive rate without bounds) or through a logit
+/// of its position inside bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Transform {
     /// θ = exp(u).
@@ -158,12 +161,14 @@ impl Transform {
             Transform::Logit(lo, hi) => lo + (hi - lo) / (1.0 + (-u).exp()),
         }
     }
-    /// u from θ (θ is clamped a little inside the bounds).
+    /// u from θ. Inside bounds θ is taken at least 1% of the range from either bound: the
+    /// logit is flat near them (dθ/du = range × 1e-9 at a start clamped 1e-9 inside), so a fit
+    /// starting at a bound never left it.
     pub fn inverse(self, v: f64) -> f64 {
         match self {
             Transform::Log => v.max(f64::MIN_POSITIVE).ln(),
             Transform::Logit(lo, hi) => {
-                let s = ((v - lo) / (hi - lo)).clamp(1e-9, 1.0 - 1e-9);
+                let s = ((v - lo) / (hi - lo)).clamp(LOGIT_MARGIN, 1.0 - LOGIT_MARGIN);
                 (s / (1.0 - s)).ln()
             }
         }
