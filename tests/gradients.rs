@@ -414,3 +414,39 @@ fn missing_kernels_are_errors() {
     let err = estimate_gradient(&simulation_only, &params, &objective, &options).unwrap_err();
     assert!(err.to_string().contains("with_kernels"), "{err}");
 }
+
+/// fd perturbs a bounded parameter in logit coordinates, so it never leaves its bounds (near
+/// one, a log-space perturbation made 1 - p negative: a "negative propensity" blamed on the
+/// model); at a bound itself it cannot, and says so.
+#[test]
+fn fd_stays_inside_bounds() {
+    let model = "species X = 0, Y = 0\nparam p = 0.98 in [0, 1]\nconst k = 10\n0 -> X @ k * p\n\
+                 0 -> Y @ k * (1 - p)\nX -> 0 @ 1\nY -> 0 @ 1\n";
+    // E[X(T)] = k p (1 - e^-T).
+    // (The smoothing is Gaussian in logit(p): its O(sigma^2) bias grows with sigma, 13% at 0.5.)
+    let truth = 10.0 * (1.0 - (-2.0f64).exp());
+    let fd = Estimator::Fd { sigma: 0.1 };
+    check(
+        &estimate(model, "mean(X)", 2.0, 20000, fd),
+        9.8 * (1.0 - (-2.0f64).exp()),
+        &[truth],
+        4.0,
+        0.0,
+    );
+    let at_bound = Model::parse("m.rxn", &model.replace("0.98", "1")).unwrap();
+    let compiled = CompiledModel::new(&at_bound.ir).unwrap();
+    let objective = Objective::parse("mean(X)", &at_bound.ir).unwrap();
+    let options = GradOptions {
+        t_end: 2.0,
+        trajectories: 10,
+        seed: 1,
+        estimator: fd,
+        max_events: 100_000,
+    };
+    let err = estimate_gradient(&compiled, &at_bound.ir.param_values(), &objective, &options)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("`p` = 1 at a bound of [0, 1]"),
+        "{err}"
+    );
+}

@@ -318,6 +318,11 @@ pub fn estimate_gradient(
     if let Some(why) = wrong_param_count(compiled, params) {
         return Err(GradError::Options(why));
     }
+    if let Estimator::Fd { .. } = options.estimator
+        && let Some(why) = runners::fd_at_a_bound(model, params)
+    {
+        return Err(GradError::Options(why));
+    }
     let leaves = Leaves::new(objective, model);
     let shared = runners::Shared::new(compiled, params);
     let fd_scales = &shared.fd;
@@ -462,6 +467,11 @@ pub fn run_timed(
         return Err(SimError::Options(m));
     }
     if let Some(why) = wrong_param_count(compiled, params) {
+        return Err(SimError::Options(why));
+    }
+    if let Estimator::Fd { .. } = options.estimator
+        && let Some(why) = runners::fd_at_a_bound(model, params)
+    {
         return Err(SimError::Options(why));
     }
     let leaves = Leaves::from_exprs(leaves.to_vec(), model);

@@ -2,8 +2,8 @@
 
 use super::{Estimator, GradOptions, LeafMoments, Leaves, Record};
 use crate::engine::{
-    SimError, Trajectory, count_overflow, named_state, propensity_failure, reactants_missing,
-    stream_rng, too_many_events,
+    Shown, SimError, Trajectory, count_overflow, named_state, propensity_failure,
+    reactants_missing, stream_rng, too_many_events,
 };
 use crate::estimators::Dual;
 use crate::ir;
@@ -20,12 +20,22 @@ pub const ALT_PATH_RHO: f64 = 0.25;
 const FD_KEY: u64 = 0x5EED_0F0D_0000_0001;
 const ALT_KEY: u64 = 0x5EED_0A17_0000_0002;
 
-/// How `fd` perturbs a parameter: multiplicatively (in log space) for positive rates, additively
-/// with a width of `max(|θ|, 1)` otherwise.
+/// How `fd` perturbs a parameter, in the coordinate u the smoothing is Gaussian in: inside
+/// bounds `[lo, hi]` in u = logit((θ − lo)/(hi − lo)), so that no perturbation leaves them;
+/// otherwise multiplicatively (u = log θ) for positive rates and additively with a width of
+/// `max(|θ|, 1)` for the rest.
 #[derive(Debug, Clone, Copy)]
 pub struct FdScale {
-    log: bool,
+    coordinate: FdCoordinate,
+    /// dθ/du at the parameter's value.
     width: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FdCoordinate {
+    Log,
+    Logit { lo: f64, hi: f64 },
+    Additive,
 }
 
 pub fn fd_scales(model: &ir::Model, params: &[f64]) -> Vec<FdScale> {
@@ -33,25 +43,56 @@ pub fn fd_scales(model: &ir::Model, params: &[f64]) -> Vec<FdScale> {
         .params
         .iter()
         .zip(params)
-        .map(|(p, &v)| {
-            let log = v > 0.0 && p.bounds.is_none_or(|(lo, _)| lo >= 0.0);
-            FdScale {
-                log,
-                width: if log { v } else { v.abs().max(1.0) },
+        .map(|(p, &v)| match p.bounds {
+            Some((lo, hi)) if lo < v && v < hi => {
+                let s = (v - lo) / (hi - lo);
+                FdScale {
+                    coordinate: FdCoordinate::Logit { lo, hi },
+                    width: (hi - lo) * s * (1.0 - s),
+                }
             }
+            _ if v > 0.0 && p.bounds.is_none_or(|(lo, _)| lo >= 0.0) => FdScale {
+                coordinate: FdCoordinate::Log,
+                width: v,
+            },
+            _ => FdScale {
+                coordinate: FdCoordinate::Additive,
+                width: v.abs().max(1.0),
+            },
         })
         .collect()
 }
 
+/// A parameter `fd` cannot perturb without leaving its bounds: one at a bound. The message
+/// names it.
+pub fn fd_at_a_bound(model: &ir::Model, params: &[f64]) -> Option<String> {
+    let (p, v) = (model.params.iter().zip(params))
+        .find(|(p, v)| p.bounds.is_some_and(|(lo, hi)| **v <= lo || **v >= hi))?;
+    let (lo, hi) = p.bounds?;
+    Some(format!(
+        "fd cannot differentiate with respect to `{}` = {} at a bound of [{}, {}]: every \
+         perturbation on one side leaves the bounds; move its value inside them, or use \
+         another estimator",
+        p.name,
+        Shown(*v),
+        Shown(lo),
+        Shown(hi)
+    ))
+}
+
 impl FdScale {
     fn perturb(&self, v: f64, delta: f64) -> f64 {
-        if self.log {
-            v * delta.exp()
-        } else {
-            v + self.width * delta
+        match self.coordinate {
+            FdCoordinate::Log => v * delta.exp(),
+            FdCoordinate::Logit { lo, hi } => {
+                let s = (v - lo) / (hi - lo);
+                let u = (s / (1.0 - s)).ln() + delta;
+                lo + (hi - lo) / (1.0 + (-u).exp())
+            }
+            FdCoordinate::Additive => v + self.width * delta,
         }
     }
-    /// d(coordinate)/dθ: converts a derivative in the perturbation coordinate to one in θ.
+    /// du/dθ: converts a derivative in the perturbation coordinate to one in θ.
     pub fn to_theta(self) -> f64 {
         1.0 / self.width
     }
@@ -1411,7 +1452,7 @@ mod tests {
         let (nl, np, n) = (2, 3, 40);
         let fd = vec![
             FdScale {
-                log: true,
+                coordinate: FdCoordinate::Log,
                 width: 0.7
             };
             np
