@@ -638,6 +638,48 @@ fn runtime_failures_stop_every_estimator() {
     }
 }
 
+/// A reaction that cannot fire although its propensity depends on a parameter (a probability of
+/// 0) is invisible to gs-st and score, and to alt-path when nothing else can fire: the derivative
+/// then comes out 0 ± 0, with a warning saying why (on standard error: --json stays the object).
+#[test]
+fn reactions_that_cannot_fire_are_warned_about() {
+    let dir = scratch("unseen");
+    let alone = write(
+        &dir,
+        "alone.rxn",
+        "species X = 0\nparam p = 0 in [0, 1]\nconst k = 10\nb: 0 -> X @ k * p\n",
+    );
+    let with_other = write(
+        &dir,
+        "other.rxn",
+        "species X = 0\nparam p = 0 in [0, 1]\nconst k = 10\nb: 0 -> X @ k * p\nc: 0 -> X @ 1\n",
+    );
+    let says = "warning: reaction `b` cannot fire at the initial state";
+    for (file, estimator, warned) in [
+        (&alone, "gs-st", true),
+        (&alone, "score", true),
+        (&alone, "alt-path", true),
+        (&with_other, "score", true),
+        (&with_other, "alt-path", false),
+    ] {
+        let r = grad(
+            file,
+            "mean(X)",
+            "1",
+            "20",
+            &["--estimator", estimator, "--json"],
+        );
+        let v = json(&r);
+        assert_eq!(
+            r.stderr.contains(says),
+            warned,
+            "{file} {estimator}: {}",
+            r.stderr
+        );
+        assert!(v["gradient"]["p"]["estimate"].is_number(), "{}", r.stdout);
+    }
+}
+
 /// Statistics of observables, parameters and time inside a statistic, and `t` at the horizon.
 #[test]
 fn objectives_over_observables_parameters_and_time() {

@@ -103,6 +103,10 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
                 Failure::input(e, "see docs/gradients.md for when each estimator applies")
             }
         })?;
+    // On standard error, so that --json stays the contract's object.
+    for warning in &result.warnings {
+        eprintln!("warning: {warning}");
+    }
     let text = if args.json {
         let gradient: serde_json::Map<String, serde_json::Value> = result
             .gradient

@@ -119,6 +119,9 @@ pub struct GradResult {
     pub trajectories: usize,
     /// Events simulated in all (including alternative and perturbed paths).
     pub events: u64,
+    /// What may make the estimate wrong without making it non-finite (for example a reaction
+    /// that cannot fire although its propensity depends on a parameter), one sentence each.
+    pub warnings: Vec<String>,
 }
 
 /// A gradient estimate failed.
@@ -432,6 +435,7 @@ pub fn estimate_gradient(
         estimator: name,
         trajectories: options.trajectories,
         events,
+        warnings: runners::unseen_reactions(compiled, params, options.estimator),
     })
 }
 

@@ -98,6 +98,53 @@ impl FdScale {
     }
 }
 
+/// Reactions whose propensity is 0 at the initial state while its derivative with respect to a
+/// parameter is not, where the estimator cannot see them: gs-st and score follow only reactions
+/// that fire (GS-ST's softmax weight and the likelihood ratio are 0 or singular there), alt-path
+/// only while some reaction can fire. A parameter at the edge of its range (a probability of 0)
+/// then gets a derivative of 0 ± 0. One warning per parameter.
+pub fn unseen_reactions(c: &CompiledModel, params: &[f64], est: Estimator) -> Vec<String> {
+    if matches!(est, Estimator::Fd { .. }) || !c.kernels().partials {
+        return Vec::new();
+    }
+    let x = c.model.initial_state();
+    let mut buf = Partials::new(c);
+    let a0 = buf.eval_unchecked(c, &x, params, 0.0);
+    if matches!(est, Estimator::AltPath) && a0 > 0.0 {
+        return Vec::new();
+    }
+    let np = params.len();
+    let mut warned = vec![false; np];
+    let mut warnings = Vec::new();
+    for &(j, q) in &c.pattern.dparam {
+        let d = buf.dadp[j * np + q];
+        if buf.a[j] == 0.0 && d != 0.0 && d.is_finite() && !warned[q] {
+            warned[q] = true;
+            let param = &c.model.params[q];
+            let instead = match param.bounds {
+                Some((lo, hi)) if params[q] <= lo || params[q] >= hi => format!(
+                    "move `{}` inside its bounds [{}, {}] and use --estimator fd",
+                    param.name,
+                    Shown(lo),
+                    Shown(hi)
+                ),
+                _ => "--estimator fd does not".to_string(),
+            };
+            warnings.push(format!(
+                "reaction `{}` cannot fire at the initial state (propensity 0) although its \
+                 propensity's derivative with respect to `{}` is {}: {} sees only reactions that \
+                 fire, so d/d{} misses its effect; {instead}",
+                c.model.reactions[j].name,
+                param.name,
+                Shown(d),
+                est.name(),
+                param.name
+            ));
+        }
+    }
+    warnings
+}
+
 /// Propensities with their partial derivatives.
 struct Partials {
     a: Vec<f64>,
