@@ -182,7 +182,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         ));
     }
     let loss = match args.loss.as_deref() {
-        None => LossKind::default_for(&data),
+        // `auto` said explicitly is the default, resolved the same way (and labelled so).
+        None | Some("auto") => LossKind::default_for(&data),
         Some(name) => LossKind::parse(name).ok_or_else(|| {
             Failure::input(
                 format!("unknown loss `{name}`"),
@@ -368,7 +369,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         f.write_and_commit(&bytes)?;
     }
     let mut text = table(&result, &options, &data);
-    text.push_str(&comparison_table(&comparison, data.times.is_none()));
+    text.push_str(&comparison_table(
+        &comparison,
+        data.times.is_none(),
+        args.out.is_some(),
+    ));
     print_stdout(&text)
 }
 
@@ -381,9 +386,10 @@ struct Comparison {
 }
 
 fn compare(data: &data::Data, times: &[f64], pool: &[Vec<Vec<f64>>]) -> Vec<Comparison> {
+    // The sd of a single row is undefined (mean_var gives it 0).
     let stats = |v: &[f64]| {
         let (m, var) = driver::loss::mean_var(v);
-        (m, var.sqrt())
+        (m, if v.len() > 1 { var.sqrt() } else { f64::NAN })
     };
     let mut out = Vec::new();
     for (k, group) in data.samples.iter().enumerate() {
@@ -402,7 +408,7 @@ fn compare(data: &data::Data, times: &[f64], pool: &[Vec<Vec<f64>>]) -> Vec<Comp
 /// At most this many rows of data-against-model statistics are printed (all go to fit.json).
 const COMPARISON_ROWS: usize = 24;
 
-fn comparison_table(rows: &[Comparison], stationary: bool) -> String {
+fn comparison_table(rows: &[Comparison], stationary: bool, written_to_out: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -418,16 +424,24 @@ fn comparison_table(rows: &[Comparison], stationary: bool) -> String {
         let time = c.time.map_or(String::new(), num);
         let _ = writeln!(
             out,
-            "{time:<8}  {:<12}  {:>12.4}  {:>12.4}  {:>12.4}  {:>12.4}",
-            c.column, c.data.0, c.model.0, c.data.1, c.model.1
+            "{time:<8}  {:<12}  {:>12}  {:>12}  {:>12}  {:>12}",
+            c.column,
+            cell(c.data.0, 4),
+            cell(c.model.0, 4),
+            cell(c.data.1, 4),
+            cell(c.model.1, 4)
         );
     }
     if rows.len() > COMPARISON_ROWS {
-        let _ = writeln!(
-            out,
-            "... {} more rows in --out (\"statistics\")",
-            rows.len() - COMPARISON_ROWS
-        );
+        let more = rows.len() - COMPARISON_ROWS;
+        let _ = if written_to_out {
+            writeln!(out, "... {more} more rows in --out (\"statistics\")")
+        } else {
+            writeln!(
+                out,
+                "... {more} more rows: --out FILE.json writes them all (\"statistics\")"
+            )
+        };
     }
     out
 }
@@ -498,7 +512,7 @@ fn table(r: &FitResult, o: &FitOptions, data: &data::Data) -> String {
     let mut out = String::new();
     let chosen = &r.restarts[r.best];
     let when = match &data.times {
-        Some(t) => format!("{} times", t.len()),
+        Some(t) => plural(t.len(), "time"),
         None => format!("stationary, burn-in t = {:.3}", r.times[0]),
     };
     let _ = writeln!(
@@ -510,10 +524,10 @@ fn table(r: &FitResult, o: &FitOptions, data: &data::Data) -> String {
     );
     let _ = writeln!(
         out,
-        "fit        loss {} = {:.6}, {} steps ({}), estimator {}, {} trajectories ({} tracked){}",
+        "fit        loss {} = {}, {} ({}), estimator {}, {} trajectories ({} tracked){}",
         r.loss_kind.name(),
-        r.loss,
-        chosen.steps,
+        cell(r.loss, 6),
+        plural(chosen.steps, "step"),
         chosen.stopped,
         o.estimator.name(),
         o.trajectories,
@@ -536,12 +550,38 @@ fn table(r: &FitResult, o: &FitOptions, data: &data::Data) -> String {
         "{:<width$}  {:>12}  {:>12}  {:>12}",
         "parameter", "initial", "fitted", "±"
     );
+    // The start of the restart whose result is reported.
     for q in 0..r.names.len() {
         let _ = writeln!(
             out,
-            "{:<width$}  {:>12.6}  {:>12.6}  {:>12.3e}",
-            r.names[q], r.initial[q], r.params[q], r.uncertainty[q]
+            "{:<width$}  {:>12}  {:>12}  {:>12.3e}",
+            r.names[q],
+            cell(chosen.start[q], 6),
+            cell(r.params[q], 6),
+            r.uncertainty[q]
         );
     }
     out
+}
+
+/// `n` things, in the singular for one.
+fn plural(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// A number in a table column: `decimals` decimals where that shows it, scientific notation for
+/// very large or small values (a mean of 3.3e19 printed 20 digits), empty when undefined (the sd
+/// of a single row).
+fn cell(v: f64, decimals: usize) -> String {
+    if v.is_nan() {
+        String::new()
+    } else if v == 0.0 || !v.is_finite() || (1e-3..1e7).contains(&v.abs()) {
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.decimals$e}")
+    }
 }

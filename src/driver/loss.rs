@@ -76,6 +76,9 @@ impl LossKind {
         match self {
             LossKind::Auto if rows >= AUTO_W1_ROWS => LossKind::W1,
             LossKind::Auto => LossKind::Mean,
+            // One row has no variance to match (taking it as 0 pulled the model's variance
+            // towards 0).
+            LossKind::Moments if rows < 2 => LossKind::Mean,
             k => k,
         }
     }

@@ -55,6 +55,8 @@ pub struct Step {
 /// The outcome of one restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestartResult {
+    /// Where it started (the file's values for the first restart).
+    pub start: Vec<f64>,
     /// The fitted parameters (the average of the last iterates in transformed coordinates).
     pub params: Vec<f64>,
     /// The loss at them, estimated with common random numbers across restarts.
@@ -382,6 +384,15 @@ pub fn fit_from(
                 }
             })
             .collect();
+        let start: Vec<f64> = if r == 0 {
+            initial.clone()
+        } else {
+            transforms
+                .iter()
+                .zip(&u)
+                .map(|(t, &v)| t.forward(v))
+                .collect()
+        };
         let (mut m1, mut m2) = (vec![0.0; np], vec![0.0; np]);
         let mut norms: Vec<f64> = Vec::new();
         let mut history: Vec<Vec<f64>> = Vec::new();
@@ -574,6 +585,7 @@ pub fn fit_from(
             .collect();
         let final_loss = evaluate(compiled, data, options, &params, eval_seed)?;
         restarts.push(RestartResult {
+            start,
             params,
             loss: final_loss,
             steps: taken,
