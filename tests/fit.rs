@@ -700,3 +700,53 @@ proptest::proptest! {
         }
     }
 }
+
+/// A time with a single row has no sample variance: `moments` matches only its mean there (a
+/// variance of 0 pulled the model's towards 0), and its data sd is empty in the table, null in
+/// fit.json. Large means are printed in scientific notation, counts of one in the singular.
+#[test]
+fn cli_run_single_rows_have_no_variance() {
+    let dir = scratch("single-rows");
+    std::fs::write(dir.join("m.rxn"), BIRTH_DEATH).unwrap();
+    // One observation per time, from X(t) ~ Poisson(10 (1 - e^-t)).
+    std::fs::write(
+        dir.join("d.csv"),
+        "time,X\n1,6\n2,9\n3,8\n4,11\n5,10\n6,9\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
+        .args([
+            "run", "m.rxn", "--fit", "d.csv", "--loss", "moments", "--steps", "1", "-n", "50",
+        ])
+        .args(["--out", "fit.json"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("6 times") && stdout.contains("1 step ("),
+        "{stdout}"
+    );
+    let row = stdout.lines().find(|l| l.starts_with("1 ")).unwrap();
+    // time, column, data mean, model mean, (empty data sd), model sd.
+    assert_eq!(row.split_whitespace().count(), 5, "{row}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit.json")).unwrap()).unwrap();
+    assert!(
+        json["statistics"][0]["data_sd"].is_null(),
+        "{}",
+        json["statistics"]
+    );
+    assert!(
+        json["statistics"][0]["model_sd"].is_number(),
+        "{}",
+        json["statistics"]
+    );
+}
