@@ -750,3 +750,55 @@ fn cli_run_single_rows_have_no_variance() {
         json["statistics"]
     );
 }
+
+/// Which parameters the data can see: through reactions, the species they change and the
+/// reactions reading those, or by being read in a column. The others are held and reported so.
+#[test]
+fn parameters_the_data_cannot_see_are_not_fitted() {
+    let m = model(
+        "species X = 0, Y = 0, Z = 0\nparam k = 5, g = 1, ky = 2, kz = 1, bg = 3\n\
+         observable shifted = Y + bg\n0 -> X @ k\nX -> 0 @ g\n0 -> Y @ ky\nY -> 0 @ 1\n\
+         Y -> Z @ kz\n",
+    );
+    let column = |name: &str| {
+        let d = data::parse("d.csv", &format!("{name}\n1\n2\n"), &m.ir).unwrap();
+        m.ir.params_affecting(&d.leaves)
+    };
+    // k, g, ky, kz, bg.
+    assert_eq!(column("X"), [true, true, false, false, false]);
+    // kz removes Y (into Z).
+    assert_eq!(column("Y"), [false, false, true, true, false]);
+    assert_eq!(column("Z"), [false, false, true, true, false]);
+    assert_eq!(column("shifted"), [false, false, true, true, true]);
+    let dir = scratch("unseen-params");
+    std::fs::write(dir.join("m.rxn"), "species X = 0, Y = 0\nparam k = 5, ky = 2\n0 -> X @ k\nX -> 0 @ 1\n0 -> Y @ ky\nY -> 0 @ 1\n").unwrap();
+    std::fs::write(dir.join("d.csv"), "Y\n1\n2\n3\n").unwrap();
+    let out = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
+        .args([
+            "run", "m.rxn", "--fit", "d.csv", "--steps", "5", "-n", "30", "--out", "fit.json",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: `k` can affect none of the data's columns (Y)"),
+        "{stderr}"
+    );
+    let row = stdout.lines().find(|l| l.starts_with("k ")).unwrap();
+    assert!(
+        row.contains("5.000000      5.000000    not fitted"),
+        "{row}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit.json")).unwrap()).unwrap();
+    assert!(
+        json["uncertainty"]["k"].is_null() && json["uncertainty"]["ky"].is_number(),
+        "{json}"
+    );
+}

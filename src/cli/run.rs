@@ -280,7 +280,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
                     r.uncertainty = (0..r.params.len())
                         .map(|q| {
                             let v: Vec<f64> = refits.iter().map(|p| p[q]).collect();
-                            driver::loss::mean_var(&v).1.sqrt()
+                            let sd = driver::loss::mean_var(&v).1.sqrt();
+                            if r.fitted[q] { sd } else { f64::NAN }
                         })
                         .collect();
                     r.uncertainty_method =
@@ -367,6 +368,13 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             .and_then(|svg| crate::driver::plot::figure_bytes(path, svg))
             .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
         f.write_and_commit(&bytes)?;
+    }
+    for (name, _) in (result.names.iter().zip(&result.fitted)).filter(|(_, fitted)| !**fitted) {
+        eprintln!(
+            "warning: `{name}` can affect none of the data's columns ({}): it is not fitted and \
+             stays at its value",
+            data.columns.join(", ")
+        );
     }
     let mut text = table(&result, &options, &data);
     text.push_str(&comparison_table(
@@ -552,13 +560,18 @@ fn table(r: &FitResult, o: &FitOptions, data: &data::Data) -> String {
     );
     // The start of the restart whose result is reported.
     for q in 0..r.names.len() {
+        let spread = if r.fitted[q] {
+            format!("{:.3e}", r.uncertainty[q])
+        } else {
+            "not fitted".to_string()
+        };
         let _ = writeln!(
             out,
-            "{:<width$}  {:>12}  {:>12}  {:>12.3e}",
+            "{:<width$}  {:>12}  {:>12}  {:>12}",
             r.names[q],
             cell(chosen.start[q], 6),
             cell(r.params[q], 6),
-            r.uncertainty[q]
+            spread
         );
     }
     out

@@ -84,6 +84,10 @@ pub struct FitResult {
     pub best: usize,
     /// Every restart.
     pub restarts: Vec<RestartResult>,
+    /// Whether each parameter was fitted: one that can affect none of the data's columns
+    /// (see [`ir::Model::params_affecting`]) stays at its initial value, with an uncertainty of
+    /// NaN.
+    pub fitted: Vec<bool>,
     /// An uncertainty for each parameter and how it was obtained.
     pub uncertainty: Vec<f64>,
     /// How `uncertainty` was computed.
@@ -359,6 +363,16 @@ pub fn fit_from(
         )));
     }
     let initial = initial.to_vec();
+    // Parameters the data cannot see are held: noisy gradients would move them (Adam scales every
+    // step to the learning rate) and report a tight ± for a value the data says nothing about.
+    let fitted = model.params_affecting(&data.leaves);
+    if !fitted.contains(&true) {
+        return Err(FitError::Options(format!(
+            "no free parameter can affect the data's columns ({}): each reads only species that \
+             no reaction depending on a parameter changes",
+            data.columns.join(", ")
+        )));
+    }
     let scales = loss::column_scales(data);
     let mut trace = Vec::new();
     let mut restarts = Vec::new();
@@ -370,8 +384,9 @@ pub fn fit_from(
         let mut u: Vec<f64> = transforms
             .iter()
             .zip(&initial)
-            .map(|(tr, &v)| {
-                if r == 0 {
+            .zip(&fitted)
+            .map(|((tr, &v), &fit)| {
+                if r == 0 || !fit {
                     return tr.inverse(v);
                 }
                 match *tr {
@@ -522,7 +537,13 @@ pub fn fit_from(
             taken = s + 1;
             // Gradient in transformed coordinates, clipped to 5× the median norm so far.
             let mut g: Vec<f64> = (0..np)
-                .map(|q| l.d[q] * transforms[q].slope(u[q]))
+                .map(|q| {
+                    if fitted[q] {
+                        l.d[q] * transforms[q].slope(u[q])
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
             if norms.len() >= 5 {
@@ -627,6 +648,9 @@ pub fn fit_from(
             "sd of the averaged optimiser iterates (optimisation noise, not a confidence interval)",
         )
     };
+    let uncertainty = (uncertainty.into_iter().zip(&fitted))
+        .map(|(u, &fit)| if fit { u } else { f64::NAN })
+        .collect();
     let times = observation_times(model, data, options, &chosen.params);
     Ok(FitResult {
         names: model.params.iter().map(|p| p.name.clone()).collect(),
@@ -635,6 +659,7 @@ pub fn fit_from(
         loss: chosen.loss,
         best,
         restarts,
+        fitted,
         uncertainty,
         uncertainty_method,
         trace,

@@ -180,6 +180,20 @@ impl Expr {
         }
     }
 
+    /// Calls `f` on every parameter index the expression reads.
+    pub fn visit_params(&self, f: &mut impl FnMut(usize)) {
+        match self {
+            Expr::Param(q) => f(*q),
+            Expr::Num(_) | Expr::Species(_) | Expr::Choose(..) | Expr::Time => {}
+            Expr::Neg(a) => a.visit_params(f),
+            Expr::Bin(_, a, b) => {
+                a.visit_params(f);
+                b.visit_params(f);
+            }
+            Expr::Call(_, args) => args.iter().for_each(|a| a.visit_params(f)),
+        }
+    }
+
     /// Whether the expression reads time.
     pub fn uses_time(&self) -> bool {
         match self {
@@ -392,6 +406,48 @@ impl Model {
 
     /// Computes the dependency graph from the reactions' net changes and the species their
     /// propensities read.
+    /// For each parameter, whether it can change any of `exprs` (expressions over species and
+    /// parameters, such as the columns of data): by being read there, or through the reactions
+    /// whose propensities read it, the species they change, the reactions whose propensities
+    /// read those, and so on. A parameter that cannot is not identifiable from them.
+    pub fn params_affecting(&self, exprs: &[Expr]) -> Vec<bool> {
+        let mut affects = vec![false; self.params.len()];
+        for q in 0..self.params.len() {
+            let reads_q = |e: &Expr| {
+                let mut found = false;
+                e.visit_params(&mut |p| found |= p == q);
+                found
+            };
+            // The reactions whose propensities q reaches, to a fixed point.
+            let mut reached: Vec<bool> = self
+                .reactions
+                .iter()
+                .map(|r| reads_q(&r.propensity))
+                .collect();
+            let mut frontier: Vec<usize> = (0..reached.len()).filter(|&j| reached[j]).collect();
+            while let Some(j) = frontier.pop() {
+                for &k in &self.dependents[j] {
+                    if !reached[k] {
+                        reached[k] = true;
+                        frontier.push(k);
+                    }
+                }
+            }
+            let mut changed = vec![false; self.species.len()];
+            for (r, _) in self.reactions.iter().zip(&reached).filter(|(_, hit)| **hit) {
+                for &(i, _) in &r.net {
+                    changed[i] = true;
+                }
+            }
+            affects[q] = exprs.iter().any(|e| {
+                let mut via_state = false;
+                e.visit_species(&mut |i| via_state |= changed[i]);
+                via_state || reads_q(e)
+            });
+        }
+        affects
+    }
+
     pub(crate) fn dependency_graph(reactions: &[Reaction], n_species: usize) -> Vec<Vec<usize>> {
         let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n_species];
         for (k, r) in reactions.iter().enumerate() {
