@@ -329,7 +329,7 @@ pub fn estimate_gradient(
     let leaves = Leaves::new(objective, model);
     let shared = runners::Shared::new(compiled, params);
     let fd_scales = &shared.fd;
-    let records = try_map_range(0..options.trajectories, |n| {
+    let trajectory = |n: usize| {
         runners::run(
             compiled,
             params,
@@ -339,28 +339,37 @@ pub fn estimate_gradient(
             &shared,
             n,
         )
-    })?;
-    let events = records.iter().map(|r| r.events).sum();
-
-    // Grouped jackknife: delete each of G contiguous groups in turn. Each group's sums once, the
-    // total as their sum, and every replicate as the total minus one group.
-    let groups = options.trajectories.min(50);
+    };
+    // The leaves of the first trajectory: a typical value of each (0 where it is not finite),
+    // for the moment sums (see `MomentSums::new`).
+    let first = trajectory(0)?;
     let (nl, np) = (leaves.len(), params.len());
-    // The leaves of the first trajectory: a typical value of each (0 where it is not finite).
-    let shift: Vec<f64> = (records[0].f[..nl].iter())
+    let shift: Vec<f64> = (first.f[..nl].iter())
         .map(|&f| if f.is_finite() { f } else { 0.0 })
         .collect();
     let shift = &shift[..];
-    let group_sums: Vec<runners::MomentSums> = (0..groups)
-        .map(|g| {
-            let (lo, hi) = (g * records.len() / groups, (g + 1) * records.len() / groups);
-            let mut sums = runners::MomentSums::new(options.estimator, np, shift);
-            for r in &records[lo..hi] {
-                sums.add(r, fd_scales);
-            }
-            sums
-        })
-        .collect();
+
+    // Grouped jackknife: delete each of G contiguous groups in turn. Each group's sums once, the
+    // total as their sum, and every replicate as the total minus one group. Trajectories are
+    // summed as they finish (memory does not grow with -n), a group on one thread, in order.
+    let n = options.trajectories;
+    let groups = n.min(50);
+    let group_sums: Vec<(runners::MomentSums, u64)> = try_map_range(0..groups, |g| {
+        let mut sums = runners::MomentSums::new(options.estimator, np, shift);
+        let mut events = 0;
+        for i in g * n / groups..(g + 1) * n / groups {
+            let record = if i == 0 {
+                first.clone()
+            } else {
+                trajectory(i)?
+            };
+            events += record.events;
+            sums.add(&record, fd_scales);
+        }
+        Ok::<_, SimError>((sums, events))
+    })?;
+    let events = group_sums.iter().map(|(_, e)| e).sum();
+    let group_sums: Vec<runners::MomentSums> = group_sums.into_iter().map(|(s, _)| s).collect();
     let mut total = runners::MomentSums::new(options.estimator, np, shift);
     for sums in &group_sums {
         total.merge(sums);
