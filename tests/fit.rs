@@ -505,6 +505,58 @@ fn cli_run_exit_codes() {
     assert_eq!(code, Some(1));
     let (code, _) = run(&["m.rxn", "--fit", "good.csv", "--estimator", "magic"]);
     assert_eq!(code, Some(1));
+    // Data as spreadsheets write it: a byte-order mark before the header is not part of it; a
+    // file in another encoding is located.
+    std::fs::write(dir.join("bom.csv"), "\u{feff}X\n3\n4\n").unwrap();
+    let (code, err) = run(&["m.rxn", "--fit", "bom.csv", "--steps", "2", "-n", "10"]);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::write(dir.join("latin1.csv"), b"X\n3\n4\xff\n").unwrap();
+    let (code, err) = run(&["m.rxn", "--fit", "latin1.csv"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("not UTF-8 text: line 3, column 2 has the byte 0xFF"),
+        "{err}"
+    );
+    // A species the data cannot name: `time` is the data's own column.
+    std::fs::write(
+        dir.join("time.rxn"),
+        "species time = 0\nparam k = 1\n0 -> time @ k\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("time.csv"), "time\n1\n2\n").unwrap();
+    let (code, err) = run(&["time.rxn", "--fit", "time.csv"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("data's own `time` column, not the model's"),
+        "{err}"
+    );
+    // A simulation failing at a later step (the parameters went where it fails) keeps the best
+    // parameters so far, and says where, numbered as in --trace.
+    std::fs::write(dir.join("far.csv"), "X\n50\n52\n48\n").unwrap();
+    let (code, err) = run(&[
+        "m.rxn",
+        "--fit",
+        "far.csv",
+        "--lr",
+        "1",
+        "--max-events",
+        "400",
+        "-n",
+        "20",
+        "--out",
+        "far.json",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("at restart 0, step ") && err.contains("limit of 400 events"),
+        "{err}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("far.json")).unwrap()).unwrap();
+    assert!(
+        json["parameters"]["k"].is_number() && json["diverged"].is_string(),
+        "{json}"
+    );
     // Another estimator's option would be ignored: refused, as `grad` does.
     for (option, value, says) in [
         ("--sigma", "0.5", "--sigma applies to fd, not to score"),

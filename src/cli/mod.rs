@@ -134,7 +134,7 @@ impl From<LoadError> for Failure {
 
 /// Where a file that failed to read as text stops being UTF-8: 1-based line, column (in
 /// characters) and the offending byte.
-fn not_utf8(path: &str) -> Option<(usize, usize, u8)> {
+pub(crate) fn not_utf8(path: &str) -> Option<(usize, usize, u8)> {
     let bytes = std::fs::read(path).ok()?;
     let err = std::str::from_utf8(&bytes).err()?;
     let good = std::str::from_utf8(&bytes[..err.valid_up_to()]).ok()?;

@@ -159,11 +159,17 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         ));
     }
     let shown = args.fit.display().to_string();
-    let text = std::fs::read_to_string(&args.fit).map_err(|e| {
-        Failure::input(
+    let text = std::fs::read_to_string(&args.fit).map_err(|e| match super::not_utf8(&shown) {
+        Some((line, col, byte)) => Failure::input(
+            format!(
+                "`{shown}` is not UTF-8 text: line {line}, column {col} has the byte 0x{byte:02X}"
+            ),
+            "data files are UTF-8 CSV; save it again with UTF-8 encoding",
+        ),
+        None => Failure::input(
             format!("cannot read data file `{shown}`: {e}"),
             "check the path; data files are UTF-8 CSV text",
-        )
+        ),
     })?;
     let data =
         data::parse(&shown, &text, &model.ir).map_err(|e| Failure::Input(e.render(style())))?;
@@ -326,7 +332,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             };
             return Err(Failure::input(
                 format!("{what}{kept}"),
-                "lower the learning rate (--lr), use more trajectories (-n), try --estimator score, or bound the parameters in the model (`in [lo, hi]`); if the data really need rates this different, start closer to them (the values in the model file)",
+                "lower the learning rate (--lr), use more trajectories (-n), try another --estimator, or bound the parameters in the model (`in [lo, hi]`); if the data really need rates this different, start closer to them (the values in the model file)",
             ));
         }
     };

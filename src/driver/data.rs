@@ -52,8 +52,14 @@ pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelErr
     };
     // Lines with their byte offsets; blank lines are skipped, a trailing '\r' is dropped.
     let mut lines: Vec<(usize, &str)> = Vec::new();
-    let mut offset = 0;
-    for raw in text.split_inclusive('\n') {
+    // A byte-order mark (spreadsheets write one) is not part of the first column's name.
+    let bom = if text.starts_with('\u{feff}') {
+        '\u{feff}'.len_utf8()
+    } else {
+        0
+    };
+    let mut offset = bom;
+    for raw in text[bom..].split_inclusive('\n') {
         let line = raw.trim_end_matches('\n').trim_end_matches('\r');
         if !line.trim().is_empty() {
             lines.push((offset, line));
@@ -165,7 +171,13 @@ pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelErr
                 }),
                 "header",
             )
-            .with_help("add a column named after a species or observable of the model"),
+            .with_help(
+                match model.species.iter().map(|s| s.name.as_str()).chain(model.observables.iter().map(|o| o.name.as_str())).find(|n| *n == "time" || *n == "trajectory") {
+                    // A data file's `time` and `trajectory` columns are its own.
+                    Some(name) => format!("a data column named `{name}` is the data's own `{name}` column, not the model's `{name}`: rename it in the model (and the column) to fit it"),
+                    None => "add a column named after a species or observable of the model".to_string(),
+                },
+            ),
         );
     }
     if !diags.is_empty() {

@@ -139,6 +139,11 @@ impl From<SimError> for FitError {
     }
 }
 
+/// Where a fit is, for messages: numbered from 0, as the rows of `--trace` and the JSON trace.
+fn at(restart: usize, step: usize) -> String {
+    format!("restart {restart}, step {step} (numbered as in --trace)")
+}
+
 /// How close to a bound (as a fraction of the range) a bounded parameter starts at most.
 pub const LOGIT_MARGIN: f64 = 0.01;
 
@@ -435,14 +440,30 @@ pub fn fit_from(
                 estimator: options.estimator,
                 max_events: options.max_events,
             };
-            let tracked = run_timed(
+            // A simulation failing at the file's values is the model's; later, the parameters'
+            // (a step or a restart's start went where the model fails): the fit keeps its best.
+            let failed = |e: SimError, trace: &mut Vec<Step>, best: &[f64]| {
+                if r == 0 && s == 0 {
+                    FitError::Simulation(e)
+                } else {
+                    FitError::Diverged {
+                        what: format!("at {}, parameters {params:?}: {e}", at(r, s)),
+                        trace: std::mem::take(trace),
+                        best: best.to_vec(),
+                    }
+                }
+            };
+            let tracked = match run_timed(
                 compiled,
                 &params,
                 &data.leaves,
                 &times,
                 &grad_options,
                 0..options.tracked,
-            )?;
+            ) {
+                Ok(tracked) => tracked,
+                Err(e) => return Err(failed(e, &mut trace, &best_seen.1)),
+            };
             events += tracked.events;
             // Runaway guard: the cost of a step grows with the rates; a fit whose parameters run
             // away would otherwise look hung long before any loss became non-finite.
@@ -451,18 +472,17 @@ pub fn fit_from(
             if per_trajectory > (RUNAWAY_FACTOR * baseline).max(1e5) {
                 return Err(FitError::Diverged {
                     what: format!(
-                        "the parameters are running away: a trajectory now takes {:.0} events, {:.0} times as many as at the start of restart {} (parameters {:?} at step {})",
+                        "the parameters are running away: a trajectory now takes {:.0} events, {:.0} times as many as at the start of restart {r} (parameters {:?} at {})",
                         per_trajectory,
                         per_trajectory / baseline,
-                        r + 1,
                         params,
-                        s + 1
+                        at(r, s)
                     ),
                     trace,
                     best: best_seen.1,
                 });
             }
-            let mut pool = forward_samples(
+            let mut pool = match forward_samples(
                 compiled,
                 &params,
                 &data.leaves,
@@ -470,7 +490,10 @@ pub fn fit_from(
                 seed,
                 options.max_events,
                 options.tracked..options.trajectories,
-            )?;
+            ) {
+                Ok(pool) => pool,
+                Err(e) => return Err(failed(e, &mut trace, &best_seen.1)),
+            };
             for (k, group) in pool.iter_mut().enumerate() {
                 for (m, col) in group.iter_mut().enumerate() {
                     col.extend((0..tracked.len()).map(|n| tracked.value(n, k, m)));
@@ -485,11 +508,10 @@ pub fn fit_from(
             if let Some((k, m, v)) = bad {
                 return Err(FitError::Diverged {
                     what: format!(
-                        "column `{}` evaluates to {v} in a simulated trajectory at t = {} (step {} of restart {}, parameters {:?}); an observable divides by zero or takes the log of 0",
+                        "column `{}` evaluates to {v} in a simulated trajectory at t = {} ({}, parameters {:?}); an observable divides by zero or takes the log of 0",
                         data.columns[m],
                         times[k],
-                        s + 1,
-                        r + 1,
+                        at(r, s),
                         params
                     ),
                     trace,
@@ -516,13 +538,12 @@ pub fn fit_from(
             if !l.v.is_finite() || l.d.iter().any(|g| !g.is_finite()) {
                 let what = if l.v.is_finite() {
                     format!(
-                        "the {} gradient is not finite at step {} of restart {}",
+                        "the {} gradient is not finite at {}",
                         options.estimator.name(),
-                        s + 1,
-                        r + 1
+                        at(r, s)
                     )
                 } else {
-                    format!("the loss is {} at step {} of restart {}", l.v, s + 1, r + 1)
+                    format!("the loss is {} at {}", l.v, at(r, s))
                 };
                 return Err(FitError::Diverged {
                     what,
