@@ -38,6 +38,9 @@ fn data_diagnostics() {
         ("not_a_number", "time,M\n1,3\n2,three\n"),
         ("missing_value", "time,M\n1,3\n2,\n"),
         ("negative_count", "time,M\n1,3\n2,-4\n"),
+        ("fractional_count", "time,M\n1,3\n2,4.5\n"),
+        ("huge_count", "time,M\n1,3\n2,1e19\n"),
+        ("huge_value", "time,total\n1,3\n2,1e160\n"),
         ("nan", "time,M\n1,NaN\n2,4\n"),
         ("negative_time", "time,M\n-1,3\n2,4\n"),
         ("row_length", "time,M\n1,3\n2,4,5\n"),
@@ -557,6 +560,23 @@ fn cli_run_exit_codes() {
         json["parameters"]["k"].is_number() && json["diverged"].is_string(),
         "{json}"
     );
+    // The event limit at the file's values: the horizon is the data's, not --t-end.
+    std::fs::write(dir.join("late.csv"), "time,X\n1e9,3\n1,4\n").unwrap();
+    let (code, err) = run(&[
+        "m.rxn",
+        "--fit",
+        "late.csv",
+        "--max-events",
+        "1000",
+        "-n",
+        "4",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("limit of 1000 events") && err.contains("the data's last time, 1e9"),
+        "{err}"
+    );
+    assert!(!err.contains("grow without bound"), "{err}");
     // Another estimator's option would be ignored: refused, as `grad` does.
     for (option, value, says) in [
         ("--sigma", "0.5", "--sigma applies to fd, not to score"),

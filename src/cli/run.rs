@@ -302,6 +302,23 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let result = match result {
         Ok(r) => r,
+        // The event limit's own advice is about `simulate --t-end`; here the horizon comes from
+        // the data (its last time) or is the burn-in.
+        Err(FitError::Simulation(e @ crate::engine::SimError::TooManyEvents { .. })) => {
+            let text = e.to_string();
+            let message = text.split_once("; ").map_or(text.as_str(), |(m, _)| m);
+            let help = match &data.times {
+                Some(times) => format!(
+                    "the fit simulates to the data's last time, {}: check the time column, or raise \
+                     --max-events if so many events are expected",
+                    num(times.last().copied().unwrap_or(0.0))
+                ),
+                None => "shorten the burn-in (--t-end), or raise --max-events if so many events \
+                         are expected"
+                    .to_string(),
+            };
+            return Err(Failure::input(message, help));
+        }
         Err(FitError::Simulation(e)) => return Err(sim_failure(&model, e)),
         Err(FitError::Options(m)) => return Err(Failure::input(m, "see rxnc run --help")),
         Err(FitError::Diverged { what, trace, best }) => {

@@ -248,6 +248,21 @@ pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelErr
                     format!("the negative count {field}"),
                     format!("`{column}` is a species: its counts are whole numbers ≥ 0"),
                 )),
+                Ok(v) if count && (v.fract() != 0.0 || v >= 9_223_372_036_854_775_808.0) => Some((
+                    "data::count",
+                    format!("{field}, which is not a count (a whole number below 2^63)"),
+                    format!(
+                        "`{column}` is a species: its counts are whole numbers; for a measured \
+                         quantity define an observable and name it in the header"
+                    ),
+                )),
+                // Losses square values (variances): beyond this they overflow to infinity.
+                Ok(v) if column != "time" && v.abs() > 1e150 => Some((
+                    "data::too-large",
+                    format!("{field}, too large to compare (its square overflows)"),
+                    "measure the quantity in larger units (an observable can rescale a species)"
+                        .to_string(),
+                )),
                 Ok(v) if column == "time" && v < 0.0 => Some((
                     "data::negative",
                     format!("the negative time {field}"),
