@@ -59,9 +59,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The counts are process-wide: the tests take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A fast birth-death process: about 2 k T events per trajectory once X is near k/g.
 const MODEL: &str = "species X = 100000\nparam k = 100000, g = 1\n0 -> X @ k\nX -> 0 @ g\n";
 
@@ -94,7 +91,6 @@ fn measure(
 }
 
 fn check(estimator: Estimator) {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let model = Model::parse("bd.rxn", MODEL).unwrap();
     let compiled = CompiledModel::new(&model.ir).unwrap();
     let objective = Objective::parse("mean(X) + var(X)", &model.ir).unwrap();
@@ -124,9 +120,10 @@ fn check(estimator: Estimator) {
     );
 }
 
-/// One test, so that the test harness runs nothing else (and allocates nothing) meanwhile.
+/// One test, so that the test harness runs nothing else (and allocates nothing) meanwhile:
+/// memory grows neither with the events nor with the trajectories.
 #[test]
-fn memory_does_not_grow_with_events() {
+fn memory_does_not_grow_with_events_or_trajectories() {
     // The counter sees what an estimator would leak: a vector of 10^6 tangents.
     let before = CURRENT.load(Ordering::SeqCst);
     PEAK.store(before, Ordering::SeqCst);
@@ -144,13 +141,12 @@ fn memory_does_not_grow_with_events() {
     check(Estimator::Score);
     check(Estimator::AltPath);
     check(Estimator::Fd { sigma: 0.05 });
+    check_trajectories();
 }
 
 /// Nor with the number of trajectories: they are summed as they finish, in the jackknife's 50
 /// groups (records of every trajectory took about 190 bytes each: 5.7 GB for 3 × 10^7).
-#[test]
-fn memory_does_not_grow_with_the_trajectories() {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+fn check_trajectories() {
     let model = Model::parse("bd.rxn", MODEL).unwrap();
     let compiled = CompiledModel::new(&model.ir).unwrap();
     let objective = Objective::parse("mean(X) + var(X)", &model.ir).unwrap();
