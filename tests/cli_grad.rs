@@ -680,6 +680,50 @@ fn reactions_that_cannot_fire_are_warned_about() {
     }
 }
 
+/// A derivative that is exactly 0 in every trajectory is warned about when the parameter can
+/// affect the objective (the estimator saw nothing), not when it structurally cannot.
+#[test]
+fn derivatives_that_are_exactly_zero_are_warned_about() {
+    let dir = scratch("exact-zero");
+    let two = write(
+        &dir,
+        "two.rxn",
+        "species X = 0, Y = 0\nparam k = 10, ky = 3\n0 -> X @ k\nX -> 0 @ 1\n0 -> Y @ ky\nY -> 0 @ 1\n",
+    );
+    let says = |name: &str| format!("warning: d/d{name} is exactly 0 in every trajectory");
+    for (objective, extra, warned_k, warned_ky) in [
+        ("mean(X)", &["--temperature", "1e-300"][..], true, false),
+        (
+            "mean(X)",
+            &["--estimator", "fd", "--sigma", "1e-12"][..],
+            true,
+            false,
+        ),
+        ("mean(X)", &["--estimator", "score"][..], false, false),
+        (
+            "mean(X) + mean(Y)",
+            &["--temperature", "1e-300"][..],
+            true,
+            true,
+        ),
+    ] {
+        let r = grad(&two, objective, "2", "40", extra);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(
+            r.stderr.contains(&says("k")),
+            warned_k,
+            "{objective} {extra:?}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            r.stderr.contains(&says("ky")),
+            warned_ky,
+            "{objective} {extra:?}: {}",
+            r.stderr
+        );
+    }
+}
+
 /// Statistics of observables, parameters and time inside a statistic, and `t` at the horizon.
 #[test]
 fn objectives_over_observables_parameters_and_time() {

@@ -874,3 +874,30 @@ fn parameters_the_data_cannot_see_are_not_fitted() {
         "{json}"
     );
 }
+
+/// One step is one update: the fitted values are not the initial ones (the update was left out
+/// of the averaged iterates).
+#[test]
+fn a_single_step_updates_the_parameters() {
+    let m = model(BIRTH_DEATH);
+    let compiled = CompiledModel::new(&m.ir).unwrap();
+    let d = data::parse("d.csv", &poisson_data(20.0, 200), &m.ir).unwrap();
+    let options = FitOptions {
+        steps: 1,
+        trajectories: 50,
+        tracked: 50,
+        estimator: Estimator::Score,
+        loss: LossKind::Mean,
+        lr: 0.05,
+        seed: 1,
+        t_end: None,
+        restarts: 1,
+        max_events: 1_000_000,
+    };
+    let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
+    assert!(
+        r.params[0] > 10.0,
+        "k = {} after one step towards 20",
+        r.params[0]
+    );
+}

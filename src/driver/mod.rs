@@ -608,7 +608,9 @@ pub fn fit_from(
                 break;
             }
         }
-        // Average the last iterates (at least 5, a fifth of the steps) in transformed coordinates.
+        // Average the last iterates (at least 5, a fifth of the steps) in transformed coordinates,
+        // the one after the last update included (with --steps 1 the update was discarded).
+        history.push(u.clone());
         let window = (taken / 5).max(5).min(history.len());
         let tail = &history[history.len() - window..];
         let mean_u: Vec<f64> = (0..np)

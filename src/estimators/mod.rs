@@ -438,13 +438,30 @@ pub fn estimate_gradient(
         }
         gradient.push((p.name.clone(), e));
     }
+    // A derivative that is exactly 0 in every trajectory for a parameter that can affect the
+    // objective: the estimator saw nothing (a temperature too low to relax the choice, a width
+    // too small to change any trajectory, a reaction that cannot fire), not a measured 0.
+    let unseen = runners::unseen_reactions(compiled, params, options.estimator);
+    let affects = model.params_affecting(&objective.leaves);
+    let mut warnings: Vec<String> = unseen.iter().map(|(_, w)| w.clone()).collect();
+    for (q, (name, e)) in gradient.iter().enumerate() {
+        let explained = unseen.iter().any(|(p, _)| *p == q);
+        if affects[q] && !explained && e.estimate == 0.0 && e.stderr == 0.0 {
+            warnings.push(format!(
+                "d/d{name} is exactly 0 in every trajectory although `{name}` can affect the \
+                 objective: {name_} saw no effect of it here, which is not a measured 0 (see \
+                 docs/gradients.md, Limitations)",
+                name_ = options.estimator.name()
+            ));
+        }
+    }
     Ok(GradResult {
         objective: objective_estimate,
         gradient,
         estimator: name,
         trajectories: options.trajectories,
         events,
-        warnings: runners::unseen_reactions(compiled, params, options.estimator),
+        warnings,
     })
 }
 

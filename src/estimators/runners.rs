@@ -103,7 +103,7 @@ impl FdScale {
 /// that fire (GS-ST's softmax weight and the likelihood ratio are 0 or singular there), alt-path
 /// only while some reaction can fire. A parameter at the edge of its range (a probability of 0)
 /// then gets a derivative of 0 ± 0. One warning per parameter.
-pub fn unseen_reactions(c: &CompiledModel, params: &[f64], est: Estimator) -> Vec<String> {
+pub fn unseen_reactions(c: &CompiledModel, params: &[f64], est: Estimator) -> Vec<(usize, String)> {
     if matches!(est, Estimator::Fd { .. }) || !c.kernels().partials {
         return Vec::new();
     }
@@ -130,15 +130,18 @@ pub fn unseen_reactions(c: &CompiledModel, params: &[f64], est: Estimator) -> Ve
                 ),
                 _ => "--estimator fd does not".to_string(),
             };
-            warnings.push(format!(
-                "reaction `{}` cannot fire at the initial state (propensity 0) although its \
+            warnings.push((
+                q,
+                format!(
+                    "reaction `{}` cannot fire at the initial state (propensity 0) although its \
                  propensity's derivative with respect to `{}` is {}: {} sees only reactions that \
                  fire, so d/d{} misses its effect; {instead}",
-                c.model.reactions[j].name,
-                param.name,
-                Shown(d),
-                est.name(),
-                param.name
+                    c.model.reactions[j].name,
+                    param.name,
+                    Shown(d),
+                    est.name(),
+                    param.name
+                ),
             ));
         }
     }
