@@ -724,6 +724,21 @@ fn derivatives_that_are_exactly_zero_are_warned_about() {
     }
 }
 
+/// A statistic of something infinite or NaN in some trajectory names that expression.
+#[test]
+fn non_finite_statistic_arguments_are_named() {
+    let dir = scratch("ratio");
+    let ratio = write(
+        &dir,
+        "ratio.rxn",
+        "species X = 0, Y = 0\nparam k = 5\nobservable r = Y / X\n0 -> X @ k\n0 -> Y @ k\n",
+    );
+    for estimator in ["gs-st", "score", "alt-path", "fd"] {
+        let r = grad(&ratio, "mean(r)", "0.05", "50", &["--estimator", estimator]);
+        assert_input_error(estimator, &r, &["`Y / X` is infinite or NaN at t = 0.05"]);
+    }
+}
+
 /// Statistics of observables, parameters and time inside a statistic, and `t` at the horizon.
 #[test]
 fn objectives_over_observables_parameters_and_time() {

@@ -402,6 +402,21 @@ pub fn estimate_gradient(
         stderr: jackknife_se(&|d: &Dual| d.v),
     };
     if !(objective_estimate.estimate.is_finite() && objective_estimate.stderr.is_finite()) {
+        // A statistic's argument that is not finite in some trajectory is the cause to name.
+        if let Some((leaf, m)) =
+            (objective.leaves.iter().zip(&moments)).find(|(_, m)| !m.m1.v.is_finite())
+        {
+            return Err(GradError::NonFinite {
+                estimator: name,
+                what: format!(
+                    "`{}` is infinite or NaN at t = {} in some trajectories (its mean is {}), for \
+                     example a division by a count that is 0 or the log of 0",
+                    model.expr_to_string(leaf),
+                    Shown(options.t_end),
+                    m.m1.v
+                ),
+            });
+        }
         return Err(GradError::NonFinite {
             estimator: name,
             what: format!(
