@@ -54,6 +54,16 @@ fn data_diagnostics() {
     }
 }
 
+/// Quoted fields (RFC 4180): quotes are not part of the text, a comma inside them does not split.
+#[test]
+fn data_fields_may_be_quoted() {
+    let d = parse("\"time\", \"M\"\n\"1\",\"3\"\n2, 4\n").unwrap();
+    assert_eq!((d.columns.clone(), d.rows), (vec!["M".to_string()], 2));
+    let err = parse("time,M\n1,\"3,4\"\n2,4\n").unwrap_err();
+    assert!(err.contains("`3,4`, which is not a number"), "{err}");
+    assert!(!err.contains("fields"), "{err}");
+}
+
 #[test]
 fn data_groups_rows_by_time() {
     let d = parse("time,M,total\n2,3,4\n1,5,5\n2,7,8\n\n1,1,2\n").unwrap();

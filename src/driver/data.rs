@@ -43,6 +43,38 @@ impl Data {
 
 const MAX_DIAGNOSTICS: usize = 10;
 
+/// The fields of one CSV line as (start, end, text): byte offsets in the line of the field as
+/// written (for diagnostics) and its text without surrounding spaces and quotes. A field in double
+/// quotes may hold commas, and `""` for a quote (RFC 4180; a quoted field does not span lines).
+/// By hand rather than with the csv crate, which does not report where in the source a field is.
+fn split_fields(line: &str) -> Vec<(usize, usize, String)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        // The separating comma: the first outside quotes (`""` toggles twice).
+        let mut quoted = false;
+        let to = line[from..]
+            .char_indices()
+            .find(|&(_, c)| {
+                quoted ^= c == '"';
+                c == ',' && !quoted
+            })
+            .map_or(line.len(), |(k, _)| from + k);
+        let raw = &line[from..to];
+        let lead = raw.len() - raw.trim_start().len();
+        let written = raw.trim();
+        let text = match written.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            Some(inner) => inner.replace("\"\"", "\""),
+            None => written.to_string(),
+        };
+        out.push((from + lead, from + lead + written.len(), text));
+        if to >= line.len() {
+            return out;
+        }
+        from = to + 1;
+    }
+}
+
 /// Parses a data file's text against a model. `name` is shown in diagnostics.
 pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelError> {
     let source = SourceFile::new(name, text);
@@ -80,16 +112,10 @@ pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelErr
         ]));
     };
     let fields = |at: usize, line: &str| -> Vec<(Span, String)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        for part in line.split(',') {
-            let lead = part.len() - part.trim_start().len();
-            let trimmed = part.trim();
-            let s = at + start + lead;
-            out.push((Span::new(s, s + trimmed.len()), trimmed.to_string()));
-            start += part.len() + 1;
-        }
-        out
+        split_fields(line)
+            .into_iter()
+            .map(|(from, to, text)| (Span::new(at + from, at + to), text))
+            .collect()
     };
     let mut diags = Vec::new();
     let header_fields = fields(header_at, header);
@@ -104,10 +130,7 @@ pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelErr
         .chain(["time"])
         .collect();
     for (i, (span, field)) in header_fields.iter().enumerate() {
-        let field = field.trim_matches('"');
-        let duplicate = header_fields[..i]
-            .iter()
-            .position(|(_, f)| f.trim_matches('"') == field);
+        let duplicate = header_fields[..i].iter().position(|(_, f)| f == field);
         if let Some(j) = duplicate {
             diags.push(
                 Diagnostic::new(
@@ -127,7 +150,7 @@ pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelErr
             ignored.push(i);
         } else if let Some(s) = model.species_index(field) {
             columns.push((i, field.to_string(), Expr::Species(s), true));
-        } else if let Some(o) = model.observables.iter().find(|o| o.name == field) {
+        } else if let Some(o) = model.observables.iter().find(|o| o.name == *field) {
             columns.push((i, field.to_string(), o.expr.clone(), false));
         } else if field.is_empty() {
             diags.push(
@@ -226,7 +249,6 @@ pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelErr
         }
         let mut number = |i: usize, column: &str, count: bool| -> Option<f64> {
             let (span, field) = &fs[i];
-            let field = field.trim_matches('"');
             let problem = match field.parse::<f64>() {
                 Err(_) if field.is_empty() => Some((
                     "data::not-a-number",
