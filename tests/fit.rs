@@ -911,3 +911,35 @@ fn a_single_step_updates_the_parameters() {
         r.params[0]
     );
 }
+
+/// A time course with many times is drawn through at most about 2000 data points (every k-th):
+/// 10^5 times made an 18.7 MB figure.
+#[test]
+fn fit_figures_of_long_time_courses_stay_small() {
+    let dir = scratch("long-plot");
+    std::fs::write(dir.join("m.rxn"), BIRTH_DEATH).unwrap();
+    let rows: String = (1..=6000)
+        .map(|k| format!("{},{}\n", k as f64 * 0.01, k % 7))
+        .collect();
+    std::fs::write(dir.join("d.csv"), format!("time,X\n{rows}")).unwrap();
+    let out = Command::new(BIN)
+        .env("RXNC_CACHE_DIR", "off")
+        .args([
+            "run", "m.rxn", "--fit", "d.csv", "--steps", "1", "-n", "4", "--plot", "f.svg",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(dir.join("f.svg")).unwrap();
+    let circles = svg.matches("<circle").count();
+    assert!(
+        (1000..=2100).contains(&circles),
+        "{circles} data points drawn"
+    );
+}
