@@ -394,27 +394,34 @@ fn transforms_round_trip() {
     }
 }
 
-/// A fit that starts at a bound leaves it (it stayed there, the logit's slope being 1e-9).
+/// A fit that starts at a bound leaves it (it stayed there, the logit's slope being 1e-9), with
+/// fd too (which perturbs inside bounds, and cannot at the bound itself).
 #[test]
 fn fit_starting_at_a_bound_moves() {
     let m =
         model("species X = 0\nparam k = 10 in [10, 100]\nconst g = 1\n0 -> X @ k\nX -> 0 @ g\n");
     let compiled = CompiledModel::new(&m.ir).unwrap();
     let d = data::parse("d.csv", &poisson_data(50.0, 400), &m.ir).unwrap();
-    let options = FitOptions {
-        steps: 150,
-        trajectories: 200,
-        tracked: 200,
-        estimator: Estimator::Score,
-        loss: LossKind::W1,
-        lr: 0.2,
-        seed: 4,
-        t_end: None,
-        restarts: 1,
-        max_events: 1_000_000,
-    };
-    let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
-    assert!((r.params[0] - 50.0).abs() < 5.0, "k = {}", r.params[0]);
+    for estimator in [Estimator::Score, Estimator::Fd { sigma: 0.05 }] {
+        let options = FitOptions {
+            steps: 150,
+            trajectories: 200,
+            tracked: 200,
+            estimator,
+            loss: LossKind::W1,
+            lr: 0.2,
+            seed: 4,
+            t_end: None,
+            restarts: 1,
+            max_events: 1_000_000,
+        };
+        let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
+        assert!(
+            (r.params[0] - 50.0).abs() < 5.0,
+            "{estimator:?}: k = {}",
+            r.params[0]
+        );
+    }
 }
 
 // ---------------------------------------------------------------- command line
@@ -877,6 +884,32 @@ fn parameters_the_data_cannot_see_are_not_fitted() {
         row.contains("5.000000      5.000000    not fitted"),
         "{row}"
     );
+    // A held parameter at a bound stays exactly there (starts are clamped 1% inside).
+    let m = model(
+        "species X = 0, Y = 0\nparam p = 0 in [0, 1], ky = 2\n0 -> X @ 10 * p\n0 -> Y @ ky\nY -> 0 @ 1\n",
+    );
+    let compiled = CompiledModel::new(&m.ir).unwrap();
+    let d = data::parse("d.csv", "Y\n1\n2\n3\n", &m.ir).unwrap();
+    for estimator in [Estimator::Score, Estimator::Fd { sigma: 0.05 }] {
+        let options = FitOptions {
+            steps: 5,
+            trajectories: 30,
+            tracked: 30,
+            estimator,
+            loss: LossKind::Mean,
+            lr: 0.05,
+            seed: 1,
+            t_end: None,
+            restarts: 2,
+            max_events: 1_000_000,
+        };
+        let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
+        assert_eq!(
+            (r.params[0], r.fitted.clone()),
+            (0.0, vec![false, true]),
+            "{estimator:?}"
+        );
+    }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("fit.json")).unwrap()).unwrap();
     assert!(

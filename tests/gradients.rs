@@ -188,12 +188,14 @@ fn variance_of_large_counts_does_not_cancel() {
             0.0,
         );
     }
-    // sd/mean = sqrt(3)/(10^9 + 3): d/dk = (T/(2 sqrt(3)) - sqrt(3) T / (10^9 + 3)) / (10^9 + 3).
+    // 10^9 sd/mean = 10^9 sqrt(3)/(10^9 + 3), near sqrt(3): d/dk = 10^9 (T/(2 sqrt(3)) -
+    // sqrt(3) T/(10^9 + 3))/(10^9 + 3), near sqrt(3)/2 (scaled so that the tolerance on the
+    // standard error, relative to the truth, means something).
     let m = 1e9 + 3.0;
-    let truth = (3.0 / (2.0 * 3f64.sqrt()) - 3f64.sqrt() * 3.0 / m) / m;
+    let truth = 1e9 * (3.0 / (2.0 * 3f64.sqrt()) - 3f64.sqrt() * 3.0 / m) / m;
     check(
-        &estimate(model, "sd(X) / mean(X)", 3.0, 4000, Estimator::Score),
-        3f64.sqrt() / m,
+        &estimate(model, "1e9 * sd(X) / mean(X)", 3.0, 4000, Estimator::Score),
+        1e9 * 3f64.sqrt() / m,
         &[truth],
         4.0,
         0.0,

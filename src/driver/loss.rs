@@ -256,7 +256,7 @@ pub fn value(data: &Data, kind: LossKind, scales: &[f64], pool: &[Vec<Vec<f64>>]
                     let (mo, vo) = mean_var(obs);
                     let mut v = (ms - mo).powi(2) / s;
                     if kind == LossKind::Moments {
-                        v += (vs - vo).powi(2) / (s * s);
+                        v += ((vs - vo) / s).powi(2);
                     }
                     v
                 }
@@ -340,7 +340,7 @@ pub fn value_and_gradient(
                     let d1 = tracked.expectation(k, m, &|y| (y, 1.0));
                     add(&mut grad, &d1.d, 2.0 * (ms - mo) / s);
                     if kind == LossKind::Moments {
-                        total += (vs - vo).powi(2) / (s * s);
+                        total += ((vs - vo) / s).powi(2);
                         // var = n/(n−1) E[(f − μ)²]: d var ≈ n/(n−1) dE[(f − μ)²] with μ held
                         // (its own derivative enters times E[f − μ] = 0). Centred, so that large
                         // counts do not cancel as in dE[f²] − 2 μ dE[f].
@@ -348,7 +348,7 @@ pub fn value_and_gradient(
                         let n = sim.len() as f64;
                         let c = n / (n - 1.0).max(1.0);
                         let dv: Vec<f64> = d2.d.iter().map(|a| c * a).collect();
-                        add(&mut grad, &dv, 2.0 * (vs - vo) / (s * s));
+                        add(&mut grad, &dv, 2.0 * ((vs - vo) / s) / s);
                     }
                 }
             }

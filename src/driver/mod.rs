@@ -404,15 +404,14 @@ pub fn fit_from(
                 }
             })
             .collect();
-        let start: Vec<f64> = if r == 0 {
-            initial.clone()
-        } else {
-            transforms
-                .iter()
-                .zip(&u)
-                .map(|(t, &v)| t.forward(v))
+        // θ from u, with the parameters that are not fitted exactly at their values (the start's
+        // clamp and exp/ln would move them).
+        let theta = |u: &[f64]| -> Vec<f64> {
+            (transforms.iter().zip(u).zip(&fitted).zip(&initial))
+                .map(|(((t, &v), &fit), &held)| if fit { t.forward(v) } else { held })
                 .collect()
         };
+        let start: Vec<f64> = if r == 0 { initial.clone() } else { theta(&u) };
         let (mut m1, mut m2) = (vec![0.0; np], vec![0.0; np]);
         let mut norms: Vec<f64> = Vec::new();
         let mut history: Vec<Vec<f64>> = Vec::new();
@@ -425,11 +424,7 @@ pub fn fit_from(
             let params: Vec<f64> = if r == 0 && s == 0 {
                 initial.clone()
             } else {
-                transforms
-                    .iter()
-                    .zip(&u)
-                    .map(|(t, &v)| t.forward(v))
-                    .collect()
+                theta(&u)
             };
             let times = observation_times(model, data, options, &params);
             let seed = step_seed(options.seed, r, s);
@@ -616,18 +611,21 @@ pub fn fit_from(
         let mean_u: Vec<f64> = (0..np)
             .map(|q| tail.iter().map(|h| h[q]).sum::<f64>() / window as f64)
             .collect();
-        let params: Vec<f64> = transforms
-            .iter()
-            .zip(&mean_u)
-            .map(|(t, &v)| t.forward(v))
-            .collect();
+        let params = theta(&mean_u);
         let iterate_sd: Vec<f64> = (0..np)
             .map(|q| {
                 let vals: Vec<f64> = tail.iter().map(|h| transforms[q].forward(h[q])).collect();
                 loss::mean_var(&vals).1.sqrt()
             })
             .collect();
-        let final_loss = evaluate(compiled, data, options, &params, eval_seed)?;
+        // The averaged parameters were never simulated: a failure there keeps the best so far.
+        let final_loss = evaluate(compiled, data, options, &params, eval_seed).map_err(|e| {
+            FitError::Diverged {
+                what: format!("at the averaged parameters {params:?} of restart {r}: {e}"),
+                trace: std::mem::take(&mut trace),
+                best: best_seen.1.clone(),
+            }
+        })?;
         restarts.push(RestartResult {
             start,
             params,

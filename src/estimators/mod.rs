@@ -464,8 +464,8 @@ pub fn estimate_gradient(
         if affects[q] && !explained && e.estimate == 0.0 && e.stderr == 0.0 {
             warnings.push(format!(
                 "d/d{name} is exactly 0 in every trajectory although `{name}` can affect the \
-                 objective: {name_} saw no effect of it here, which is not a measured 0 (see \
-                 docs/gradients.md, Limitations)",
+                 objective: {name_} saw no effect of it here, which may be a blind spot rather \
+                 than a measured 0 (see docs/gradients.md, Limitations)",
                 name_ = options.estimator.name()
             ));
         }
@@ -512,11 +512,6 @@ pub fn run_timed(
         return Err(SimError::Options(m));
     }
     if let Some(why) = wrong_param_count(compiled, params) {
-        return Err(SimError::Options(why));
-    }
-    if let Estimator::Fd { .. } = options.estimator
-        && let Some(why) = runners::fd_at_a_bound(model, params)
-    {
         return Err(SimError::Options(why));
     }
     let leaves = Leaves::from_exprs(leaves.to_vec(), model);

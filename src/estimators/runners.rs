@@ -34,8 +34,14 @@ pub struct FdScale {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum FdCoordinate {
     Log,
-    Logit { lo: f64, hi: f64 },
+    Logit {
+        lo: f64,
+        hi: f64,
+    },
     Additive,
+    /// At a bound: not perturbed (a fit steps off it; `rxnc grad` refuses it, see
+    /// [`fd_at_a_bound`]), so its derivative comes out 0.
+    Held,
 }
 
 pub fn fd_scales(model: &ir::Model, params: &[f64]) -> Vec<FdScale> {
@@ -51,6 +57,10 @@ pub fn fd_scales(model: &ir::Model, params: &[f64]) -> Vec<FdScale> {
                     width: (hi - lo) * s * (1.0 - s),
                 }
             }
+            Some(_) => FdScale {
+                coordinate: FdCoordinate::Held,
+                width: f64::INFINITY,
+            },
             _ if v > 0.0 && p.bounds.is_none_or(|(lo, _)| lo >= 0.0) => FdScale {
                 coordinate: FdCoordinate::Log,
                 width: v,
@@ -90,6 +100,7 @@ impl FdScale {
                 lo + (hi - lo) / (1.0 + (-u).exp())
             }
             FdCoordinate::Additive => v + self.width * delta,
+            FdCoordinate::Held => v,
         }
     }
     /// du/dθ: converts a derivative in the perturbation coordinate to one in θ.
@@ -135,7 +146,7 @@ pub fn unseen_reactions(c: &CompiledModel, params: &[f64], est: Estimator) -> Ve
                 format!(
                     "reaction `{}` cannot fire at the initial state (propensity 0) although its \
                  propensity's derivative with respect to `{}` is {}: {} sees only reactions that \
-                 fire, so d/d{} misses its effect; {instead}",
+                 fire, so d/d{} misses its effect while it cannot; {instead}",
                     c.model.reactions[j].name,
                     param.name,
                     Shown(d),

@@ -322,7 +322,11 @@ impl<'a> Lowerer<'a> {
         let d = self.species[i];
         let mut initial = 0;
         if let Some(v) = &d.value {
+            let reported = self.diags.len();
             let e = self.resolve(v, Ctx::SpeciesInit);
+            // A non-finite literal is reported where it is written; an expression that
+            // overflows (`1e200 * 1e200`) is reported here.
+            let reported = self.diags.len() > reported;
             // A literal is taken exactly; an expression is evaluated in floating point (exact up
             // to 2^53).
             let (fits, shown) = match v.kind {
@@ -332,16 +336,12 @@ impl<'a> Lowerer<'a> {
                 _ => {
                     let x = e.eval(&[], &[], 0.0);
                     let whole = x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < TWO_TO_63;
-                    // Not finite: reported where the number is written.
                     let shown = if x.abs() >= 2f64.powi(53) {
                         format!("{x:e}")
                     } else {
                         x.to_string()
                     };
-                    (
-                        whole.then_some(x as i64).or((!x.is_finite()).then_some(0)),
-                        shown,
-                    )
+                    (whole.then_some(x as i64).or(reported.then_some(0)), shown)
                 }
             };
             match fits {

@@ -404,8 +404,6 @@ impl Model {
         self.reactions.iter().position(|r| r.name == name)
     }
 
-    /// Computes the dependency graph from the reactions' net changes and the species their
-    /// propensities read.
     /// For each parameter, whether it can change any of `exprs` (expressions over species and
     /// parameters, such as the columns of data): by being read there, or through the reactions
     /// whose propensities read it, the species they change, the reactions whose propensities
@@ -448,6 +446,8 @@ impl Model {
         affects
     }
 
+    /// Computes the dependency graph from the reactions' net changes and the species their
+    /// propensities read.
     pub(crate) fn dependency_graph(reactions: &[Reaction], n_species: usize) -> Vec<Vec<usize>> {
         let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n_species];
         for (k, r) in reactions.iter().enumerate() {
