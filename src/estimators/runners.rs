@@ -297,7 +297,8 @@ fn fire(c: &CompiledModel, j: usize, x: &mut [i64], t: f64, n: usize) -> Result<
 }
 
 /// After reaction `j` fired into `x`: only a full propensity (`@=`) can fire without its
-/// reactants; mass action vanishes then.
+/// reactants; mass action vanishes then. A negative count it consumes is its doing, or one that
+/// had wrapped around past 2^63 - 1 (as the compiled event loop reports it).
 #[inline(always)]
 fn check_reactants(
     c: &CompiledModel,
@@ -306,13 +307,23 @@ fn check_reactants(
     t: f64,
     n: usize,
 ) -> Result<(), SimError> {
-    if c.model.reactions[j].law != ir::RateLaw::Full {
+    let reaction = &c.model.reactions[j];
+    if reaction.law != ir::RateLaw::Full {
         return Ok(());
     }
-    match reactants_missing(&c.model, j, x, t, n) {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if reaction.net.iter().any(|&(i, d)| d < 0 && x[i] < 0) {
+        return Err(negative_count(c, j, x, t, n));
     }
+    Ok(())
+}
+
+/// The error for a negative count after reaction `j` fired.
+#[cold]
+#[inline(never)]
+fn negative_count(c: &CompiledModel, j: usize, x: &[i64], t: f64, n: usize) -> SimError {
+    reactants_missing(&c.model, j, x, t, n)
+        .or_else(|| count_overflow(&c.model, x, t, n))
+        .expect("a count is negative")
 }
 
 /// The reaction whose cumulative propensity first exceeds `r`, if any.
@@ -477,10 +488,7 @@ fn gs_st_trajectory_compiled(
                     return Err(too_many(c, &x, frame.t, o.max_events, n));
                 }
                 GsStStop::NegativeCount => {
-                    let fired = frame.fired as usize;
-                    return Err(reactants_missing(&c.model, fired, &x, frame.t, n)
-                        .or_else(|| count_overflow(&c.model, &x, frame.t, n))
-                        .expect("the kernel stops so for a negative count"));
+                    return Err(negative_count(c, frame.fired as usize, &x, frame.t, n));
                 }
                 GsStStop::InvalidPropensity => {
                     // Names the offending reaction (as the Rust loop's next event would).
@@ -529,6 +537,9 @@ struct GsStLayout {
     /// The reactions' net changes as dense columns, `[j][i]`, for models with few species (see
     /// [`DENSE_NET_MAX_SPECIES`]).
     dense_net: Option<Vec<i64>>,
+    /// The species some full propensity consumes: with dense columns they are checked after
+    /// every event, whichever reaction fired, as the compiled event loop does.
+    guarded: Vec<usize>,
 }
 
 impl GsStLayout {
@@ -543,7 +554,14 @@ impl GsStLayout {
             }
             dense
         });
-        GsStLayout { dense_net }
+        let guarded = (0..ns)
+            .filter(|&i| {
+                c.model.reactions.iter().any(|r| {
+                    r.law == ir::RateLaw::Full && r.net.iter().any(|&(s, d)| s == i && d < 0)
+                })
+            })
+            .collect();
+        GsStLayout { dense_net, guarded }
     }
 
     /// Fires reaction `j` at time `t` (see [`fire`]).
@@ -562,7 +580,10 @@ impl GsStLayout {
                 for (xi, d) in x.iter_mut().zip(&dense[j * ns..(j + 1) * ns]) {
                     *xi = xi.wrapping_add(*d);
                 }
-                check_reactants(c, j, x, t, n)
+                if self.guarded.iter().any(|&i| x[i] < 0) {
+                    return Err(negative_count(c, j, x, t, n));
+                }
+                Ok(())
             }
             None => fire(c, j, x, t, n),
         }
@@ -1433,9 +1454,32 @@ mod tests {
                 .map(|i| format!("S{i} -> S{} @ k\n", i + 1))
                 .collect::<String>(),
         );
+        // A full propensity firing without its reactant, by columns and by jumps; a sum of
+        // propensities that overflows; a count passing 2^63 - 1 (consumed by a full propensity,
+        // which both loops then check at the event).
+        let missing = "species A = 2, B = 0\nparam k = 1\nA -> B @= k\n0 -> A @ k\n";
+        let missing_many = format!(
+            "{}\n{}",
+            missing.replace(
+                "species A = 2, B = 0",
+                "species A = 2, B, C, D, E, F, G, H, I"
+            ),
+            "C -> D @ k"
+        );
+        let overflowing_sum = "species A = 0\nparam k = 1e308\n0 -> A @= k\n0 -> 2 A @= k\n";
+        let wrapping =
+            "species A = 9223372036854775000\nparam k = 1\n0 -> 1000 A @ k\nA -> 0 @= k\n";
         let times = [0.0, 0.3, 1.0, 1.0, 2.5];
         let mut compared_events = 0;
-        for text in TANGENT_MODELS.iter().chain(&[negative, absorbing, &chain]) {
+        for text in TANGENT_MODELS.iter().chain(&[
+            negative,
+            absorbing,
+            &chain,
+            missing,
+            &missing_many,
+            overflowing_sum,
+            wrapping,
+        ]) {
             let model = crate::Model::parse("m.rxn", text).unwrap();
             let c = CompiledModel::new(&model.ir).unwrap();
             // As `rxnc grad` compiles for GS-ST: the event-loop kernel also computes the
@@ -1498,6 +1542,9 @@ mod tests {
             }
             if *text == absorbing {
                 assert_eq!(errors, 0, "{text}");
+            }
+            if [missing, &missing_many, overflowing_sum, wrapping].contains(text) {
+                assert!(errors > 0, "{text}: no trajectory failed");
             }
         }
         assert!(compared_events > 10_000, "{compared_events}");
