@@ -976,3 +976,40 @@ fn fit_figures_of_long_time_courses_stay_small() {
         "{circles} data points drawn"
     );
 }
+
+/// A random restart that starts where the model fails (here 1 / X at X = 0) is reported and
+/// skipped; the fit is that of the other restarts (one such restart ended the whole run).
+#[test]
+fn a_failing_restart_is_skipped() {
+    let m = model(
+        "species X = 0\nparam k = 50\nconst g = 1\nobservable inv = 1 / X\n0 -> X @ k\nX -> 0 @ g\n",
+    );
+    let compiled = CompiledModel::new(&m.ir).unwrap();
+    let rows: String = poisson_quantiles(50.0, 50)
+        .into_iter()
+        .map(|v| format!("{}\n", 1.0 / v as f64))
+        .collect();
+    let d = data::parse("d.csv", &format!("inv\n{rows}"), &m.ir).unwrap();
+    let options = FitOptions {
+        steps: 30,
+        trajectories: 200,
+        tracked: 200,
+        estimator: Estimator::Score,
+        loss: LossKind::W1,
+        lr: 0.05,
+        seed: 1,
+        t_end: None,
+        restarts: 6,
+        max_events: 1_000_000,
+    };
+    let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
+    assert_eq!(r.failed_restarts.len() + r.restarts.len(), 6);
+    assert!(
+        r.failed_restarts
+            .iter()
+            .any(|f| f.contains("restart 4 failed: column `inv` evaluates to inf")),
+        "{:?}",
+        r.failed_restarts
+    );
+    assert!((r.params[0] - 50.0).abs() < 5.0, "k = {}", r.params[0]);
+}

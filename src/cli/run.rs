@@ -392,6 +392,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::Internal(format!("cannot draw --plot: {e}")))?;
         f.write_and_commit(&bytes)?;
     }
+    for failure in &result.failed_restarts {
+        eprintln!("warning: {failure}; the other restarts are kept");
+    }
     for (name, _) in (result.names.iter().zip(&result.fitted)).filter(|(_, fitted)| !**fitted) {
         eprintln!(
             "warning: `{name}` can affect none of the data's columns ({}): it is not fitted and \
@@ -533,6 +536,7 @@ fn fit_json(r: &FitResult, o: &FitOptions, data: &data::Data) -> serde_json::Val
             "steps": x.steps,
             "stopped": x.stopped,
         })).collect::<Vec<_>>(),
+        "failed_restarts": r.failed_restarts,
         "bootstrap": r.bootstrap.iter().map(|p| named(&r.names, p)).collect::<Vec<_>>(),
         "events": r.events,
         "trace": trace_json(&r.names, &r.trace),

@@ -88,6 +88,9 @@ pub struct FitResult {
     /// (see [`ir::Model::params_affecting`]) stays at its initial value, with an uncertainty of
     /// NaN.
     pub fitted: Vec<bool>,
+    /// Restarts after the first that failed (a random start where the model fails), each with
+    /// why; the result is that of the others.
+    pub failed_restarts: Vec<String>,
     /// An uncertainty for each parameter and how it was obtained.
     pub uncertainty: Vec<f64>,
     /// How `uncertainty` was computed.
@@ -384,256 +387,274 @@ pub fn fit_from(
     let mut events = 0u64;
     let mut best_seen: (f64, Vec<f64>) = (f64::INFINITY, initial.clone());
     let eval_seed = splitmix64(options.seed ^ 0xE7A1);
+    let mut failed_restarts = Vec::new();
     for r in 0..options.restarts {
-        let mut start_rng = stream_rng(options.seed ^ 0x5747, r as u64);
-        let mut u: Vec<f64> = transforms
-            .iter()
-            .zip(&initial)
-            .zip(&fitted)
-            .map(|((tr, &v), &fit)| {
-                if r == 0 || !fit {
-                    return tr.inverse(v);
-                }
-                match *tr {
-                    Transform::Log => tr.inverse(v * 10f64.powf(start_rng.random_range(-1.0..1.0))),
-                    // Log-uniform inside positive bounds (rates), uniform otherwise.
-                    Transform::Logit(lo, hi) if lo > 0.0 => {
-                        tr.inverse(start_rng.random_range(lo.ln()..hi.ln()).exp())
+        // One restart; a failing random restart (its start went where the model fails) is
+        // reported and skipped, the others kept.
+        let mut restart = || -> Result<RestartResult, FitError> {
+            let mut start_rng = stream_rng(options.seed ^ 0x5747, r as u64);
+            let mut u: Vec<f64> = transforms
+                .iter()
+                .zip(&initial)
+                .zip(&fitted)
+                .map(|((tr, &v), &fit)| {
+                    if r == 0 || !fit {
+                        return tr.inverse(v);
                     }
-                    Transform::Logit(lo, hi) => tr.inverse(start_rng.random_range(lo..hi)),
-                }
-            })
-            .collect();
-        // θ from u, with the parameters that are not fitted exactly at their values (the start's
-        // clamp and exp/ln would move them).
-        let theta = |u: &[f64]| -> Vec<f64> {
-            (transforms.iter().zip(u).zip(&fitted).zip(&initial))
-                .map(|(((t, &v), &fit), &held)| if fit { t.forward(v) } else { held })
-                .collect()
-        };
-        let start: Vec<f64> = if r == 0 { initial.clone() } else { theta(&u) };
-        let (mut m1, mut m2) = (vec![0.0; np], vec![0.0; np]);
-        let mut norms: Vec<f64> = Vec::new();
-        let mut history: Vec<Vec<f64>> = Vec::new();
-        let (mut ema, mut best_ema, mut last_improve) = (f64::NAN, f64::INFINITY, 0);
-        let patience = (options.steps / 5).max(20);
-        let mut stopped = "steps";
-        let mut first_cost: Option<f64> = None;
-        let mut taken = 0;
-        for s in 0..options.steps {
-            let params: Vec<f64> = if r == 0 && s == 0 {
-                initial.clone()
-            } else {
-                theta(&u)
-            };
-            let times = observation_times(model, data, options, &params);
-            let seed = step_seed(options.seed, r, s);
-            let grad_options = GradOptions {
-                t_end: *times.last().unwrap_or(&0.0),
-                trajectories: options.tracked,
-                seed,
-                estimator: options.estimator,
-                max_events: options.max_events,
-            };
-            // A simulation failing at the file's values is the model's; later, the parameters'
-            // (a step or a restart's start went where the model fails): the fit keeps its best.
-            let failed = |e: SimError, trace: &mut Vec<Step>, best: &[f64]| {
-                if r == 0 && s == 0 {
-                    FitError::Simulation(e)
-                } else {
-                    FitError::Diverged {
-                        what: format!("at {}, parameters {params:?}: {e}", at(r, s)),
-                        trace: std::mem::take(trace),
-                        best: best.to_vec(),
-                    }
-                }
-            };
-            let tracked = match run_timed(
-                compiled,
-                &params,
-                &data.leaves,
-                &times,
-                &grad_options,
-                0..options.tracked,
-            ) {
-                Ok(tracked) => tracked,
-                Err(e) => return Err(failed(e, &mut trace, &best_seen.1)),
-            };
-            events += tracked.events;
-            // Runaway guard: the cost of a step grows with the rates; a fit whose parameters run
-            // away would otherwise look hung long before any loss became non-finite.
-            let per_trajectory = tracked.events as f64 / tracked.len() as f64;
-            let baseline = *first_cost.get_or_insert(per_trajectory.max(1.0));
-            if per_trajectory > (RUNAWAY_FACTOR * baseline).max(1e5) {
-                return Err(FitError::Diverged {
-                    what: format!(
-                        "the parameters are running away: a trajectory now takes {:.0} events, {:.0} times as many as at the start of restart {r} (parameters {:?} at {})",
-                        per_trajectory,
-                        per_trajectory / baseline,
-                        params,
-                        at(r, s)
-                    ),
-                    trace,
-                    best: best_seen.1,
-                });
-            }
-            let mut pool = match forward_samples(
-                compiled,
-                &params,
-                &data.leaves,
-                &times,
-                seed,
-                options.max_events,
-                options.tracked..options.trajectories,
-            ) {
-                Ok(pool) => pool,
-                Err(e) => return Err(failed(e, &mut trace, &best_seen.1)),
-            };
-            for (k, group) in pool.iter_mut().enumerate() {
-                for (m, col) in group.iter_mut().enumerate() {
-                    col.extend((0..tracked.len()).map(|n| tracked.value(n, k, m)));
-                }
-            }
-            let bad = pool.iter().enumerate().find_map(|(k, group)| {
-                group
-                    .iter()
-                    .enumerate()
-                    .find_map(|(m, col)| col.iter().find(|v| !v.is_finite()).map(|v| (k, m, *v)))
-            });
-            if let Some((k, m, v)) = bad {
-                return Err(FitError::Diverged {
-                    what: format!(
-                        "column `{}` evaluates to {v} in a simulated trajectory at t = {} ({}, parameters {:?}); an observable divides by zero or takes the log of 0",
-                        data.columns[m],
-                        times[k],
-                        at(r, s),
-                        params
-                    ),
-                    trace,
-                    best: best_seen.1,
-                });
-            }
-            let l = loss::value_and_gradient(
-                data,
-                options.loss,
-                &scales,
-                &pool,
-                &tracked,
-                options.estimator,
-                np,
-            );
-            let step = Step {
-                restart: r,
-                step: s,
-                loss: l.v,
-                params: params.clone(),
-            };
-            progress(&step);
-            trace.push(step);
-            if !l.v.is_finite() || l.d.iter().any(|g| !g.is_finite()) {
-                let what = if l.v.is_finite() {
-                    format!(
-                        "the {} gradient is not finite at {}",
-                        options.estimator.name(),
-                        at(r, s)
-                    )
-                } else {
-                    format!("the loss is {} at {}", l.v, at(r, s))
-                };
-                return Err(FitError::Diverged {
-                    what,
-                    trace,
-                    best: best_seen.1,
-                });
-            }
-            if l.v < best_seen.0 {
-                best_seen = (l.v, params.clone());
-            }
-            history.push(u.clone());
-            taken = s + 1;
-            // Gradient in transformed coordinates, clipped to 5× the median norm so far.
-            let mut g: Vec<f64> = (0..np)
-                .map(|q| {
-                    if fitted[q] {
-                        l.d[q] * transforms[q].slope(u[q])
-                    } else {
-                        0.0
+                    match *tr {
+                        Transform::Log => {
+                            tr.inverse(v * 10f64.powf(start_rng.random_range(-1.0..1.0)))
+                        }
+                        // Log-uniform inside positive bounds (rates), uniform otherwise.
+                        Transform::Logit(lo, hi) if lo > 0.0 => {
+                            tr.inverse(start_rng.random_range(lo.ln()..hi.ln()).exp())
+                        }
+                        Transform::Logit(lo, hi) => tr.inverse(start_rng.random_range(lo..hi)),
                     }
                 })
                 .collect();
-            let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
-            if norms.len() >= 5 {
-                let mut sorted = norms.clone();
-                sorted.sort_by(f64::total_cmp);
-                let limit = 5.0 * sorted[sorted.len() / 2];
-                if norm > limit && limit > 0.0 {
-                    g.iter_mut().for_each(|v| *v *= limit / norm);
-                }
-            }
-            norms.push(norm);
-            // Adam with a cosine schedule from lr down to lr/10.
-            let lr = options.lr
-                * (0.1
-                    + 0.9
-                        * 0.5
-                        * (1.0 + (std::f64::consts::PI * s as f64 / options.steps as f64).cos()));
-            let (b1, b2) = (0.9f64, 0.999f64);
-            for q in 0..np {
-                m1[q] = b1 * m1[q] + (1.0 - b1) * g[q];
-                m2[q] = b2 * m2[q] + (1.0 - b2) * g[q] * g[q];
-                let mh = m1[q] / (1.0 - b1.powi(s as i32 + 1));
-                let vh = m2[q] / (1.0 - b2.powi(s as i32 + 1));
-                u[q] -= lr * mh / (vh.sqrt() + 1e-12);
-                if let Transform::Log = transforms[q] {
-                    u[q] = u[q].clamp(-700.0, 700.0);
-                }
-            }
-            // Plateau: the smoothed loss has not improved by 0.5% for `patience` steps.
-            ema = if ema.is_nan() {
-                l.v
-            } else {
-                0.9 * ema + 0.1 * l.v
+            // θ from u, with the parameters that are not fitted exactly at their values (the start's
+            // clamp and exp/ln would move them).
+            let theta = |u: &[f64]| -> Vec<f64> {
+                (transforms.iter().zip(u).zip(&fitted).zip(&initial))
+                    .map(|(((t, &v), &fit), &held)| if fit { t.forward(v) } else { held })
+                    .collect()
             };
-            if ema < best_ema * (1.0 - 5e-3) {
-                best_ema = ema;
-                last_improve = s;
+            let start: Vec<f64> = if r == 0 { initial.clone() } else { theta(&u) };
+            let (mut m1, mut m2) = (vec![0.0; np], vec![0.0; np]);
+            let mut norms: Vec<f64> = Vec::new();
+            let mut history: Vec<Vec<f64>> = Vec::new();
+            let (mut ema, mut best_ema, mut last_improve) = (f64::NAN, f64::INFINITY, 0);
+            let patience = (options.steps / 5).max(20);
+            let mut stopped = "steps";
+            let mut first_cost: Option<f64> = None;
+            let mut taken = 0;
+            for s in 0..options.steps {
+                let params: Vec<f64> = if r == 0 && s == 0 {
+                    initial.clone()
+                } else {
+                    theta(&u)
+                };
+                let times = observation_times(model, data, options, &params);
+                let seed = step_seed(options.seed, r, s);
+                let grad_options = GradOptions {
+                    t_end: *times.last().unwrap_or(&0.0),
+                    trajectories: options.tracked,
+                    seed,
+                    estimator: options.estimator,
+                    max_events: options.max_events,
+                };
+                // A simulation failing at the file's values is the model's; later, the parameters'
+                // (a step or a restart's start went where the model fails): the fit keeps its best.
+                let failed = |e: SimError, trace: &mut Vec<Step>, best: &[f64]| {
+                    if r == 0 && s == 0 {
+                        FitError::Simulation(e)
+                    } else {
+                        FitError::Diverged {
+                            what: format!("at {}, parameters {params:?}: {e}", at(r, s)),
+                            trace: std::mem::take(trace),
+                            best: best.to_vec(),
+                        }
+                    }
+                };
+                let tracked = match run_timed(
+                    compiled,
+                    &params,
+                    &data.leaves,
+                    &times,
+                    &grad_options,
+                    0..options.tracked,
+                ) {
+                    Ok(tracked) => tracked,
+                    Err(e) => return Err(failed(e, &mut trace, &best_seen.1)),
+                };
+                events += tracked.events;
+                // Runaway guard: the cost of a step grows with the rates; a fit whose parameters run
+                // away would otherwise look hung long before any loss became non-finite.
+                let per_trajectory = tracked.events as f64 / tracked.len() as f64;
+                let baseline = *first_cost.get_or_insert(per_trajectory.max(1.0));
+                if per_trajectory > (RUNAWAY_FACTOR * baseline).max(1e5) {
+                    return Err(FitError::Diverged {
+                        what: format!(
+                            "the parameters are running away: a trajectory now takes {:.0} events, {:.0} times as many as at the start of restart {r} (parameters {:?} at {})",
+                            per_trajectory,
+                            per_trajectory / baseline,
+                            params,
+                            at(r, s)
+                        ),
+                        trace: std::mem::take(&mut trace),
+                        best: best_seen.1.clone(),
+                    });
+                }
+                let mut pool = match forward_samples(
+                    compiled,
+                    &params,
+                    &data.leaves,
+                    &times,
+                    seed,
+                    options.max_events,
+                    options.tracked..options.trajectories,
+                ) {
+                    Ok(pool) => pool,
+                    Err(e) => return Err(failed(e, &mut trace, &best_seen.1)),
+                };
+                for (k, group) in pool.iter_mut().enumerate() {
+                    for (m, col) in group.iter_mut().enumerate() {
+                        col.extend((0..tracked.len()).map(|n| tracked.value(n, k, m)));
+                    }
+                }
+                let bad = pool.iter().enumerate().find_map(|(k, group)| {
+                    group.iter().enumerate().find_map(|(m, col)| {
+                        col.iter().find(|v| !v.is_finite()).map(|v| (k, m, *v))
+                    })
+                });
+                if let Some((k, m, v)) = bad {
+                    return Err(FitError::Diverged {
+                        what: format!(
+                            "column `{}` evaluates to {v} in a simulated trajectory at t = {} ({}, parameters {:?}); an observable divides by zero or takes the log of 0",
+                            data.columns[m],
+                            times[k],
+                            at(r, s),
+                            params
+                        ),
+                        trace: std::mem::take(&mut trace),
+                        best: best_seen.1.clone(),
+                    });
+                }
+                let l = loss::value_and_gradient(
+                    data,
+                    options.loss,
+                    &scales,
+                    &pool,
+                    &tracked,
+                    options.estimator,
+                    np,
+                );
+                let step = Step {
+                    restart: r,
+                    step: s,
+                    loss: l.v,
+                    params: params.clone(),
+                };
+                progress(&step);
+                trace.push(step);
+                if !l.v.is_finite() || l.d.iter().any(|g| !g.is_finite()) {
+                    let what = if l.v.is_finite() {
+                        format!(
+                            "the {} gradient is not finite at {}",
+                            options.estimator.name(),
+                            at(r, s)
+                        )
+                    } else {
+                        format!("the loss is {} at {}", l.v, at(r, s))
+                    };
+                    return Err(FitError::Diverged {
+                        what,
+                        trace: std::mem::take(&mut trace),
+                        best: best_seen.1.clone(),
+                    });
+                }
+                if l.v < best_seen.0 {
+                    best_seen = (l.v, params.clone());
+                }
+                history.push(u.clone());
+                taken = s + 1;
+                // Gradient in transformed coordinates, clipped to 5× the median norm so far.
+                let mut g: Vec<f64> = (0..np)
+                    .map(|q| {
+                        if fitted[q] {
+                            l.d[q] * transforms[q].slope(u[q])
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+                if norms.len() >= 5 {
+                    let mut sorted = norms.clone();
+                    sorted.sort_by(f64::total_cmp);
+                    let limit = 5.0 * sorted[sorted.len() / 2];
+                    if norm > limit && limit > 0.0 {
+                        g.iter_mut().for_each(|v| *v *= limit / norm);
+                    }
+                }
+                norms.push(norm);
+                // Adam with a cosine schedule from lr down to lr/10.
+                let lr = options.lr
+                    * (0.1
+                        + 0.9
+                            * 0.5
+                            * (1.0
+                                + (std::f64::consts::PI * s as f64 / options.steps as f64).cos()));
+                let (b1, b2) = (0.9f64, 0.999f64);
+                for q in 0..np {
+                    m1[q] = b1 * m1[q] + (1.0 - b1) * g[q];
+                    m2[q] = b2 * m2[q] + (1.0 - b2) * g[q] * g[q];
+                    let mh = m1[q] / (1.0 - b1.powi(s as i32 + 1));
+                    let vh = m2[q] / (1.0 - b2.powi(s as i32 + 1));
+                    u[q] -= lr * mh / (vh.sqrt() + 1e-12);
+                    if let Transform::Log = transforms[q] {
+                        u[q] = u[q].clamp(-700.0, 700.0);
+                    }
+                }
+                // Plateau: the smoothed loss has not improved by 0.5% for `patience` steps.
+                ema = if ema.is_nan() {
+                    l.v
+                } else {
+                    0.9 * ema + 0.1 * l.v
+                };
+                if ema < best_ema * (1.0 - 5e-3) {
+                    best_ema = ema;
+                    last_improve = s;
+                }
+                if s - last_improve >= patience && s + 1 >= options.steps / 4 {
+                    stopped = "plateau";
+                    break;
+                }
             }
-            if s - last_improve >= patience && s + 1 >= options.steps / 4 {
-                stopped = "plateau";
-                break;
-            }
-        }
-        // Average the last iterates (at least 5, a fifth of the steps) in transformed coordinates,
-        // the one after the last update included (with --steps 1 the update was discarded).
-        history.push(u.clone());
-        let window = (taken / 5).max(5).min(history.len());
-        let tail = &history[history.len() - window..];
-        let mean_u: Vec<f64> = (0..np)
-            .map(|q| tail.iter().map(|h| h[q]).sum::<f64>() / window as f64)
-            .collect();
-        let params = theta(&mean_u);
-        let iterate_sd: Vec<f64> = (0..np)
-            .map(|q| {
-                let vals: Vec<f64> = tail.iter().map(|h| transforms[q].forward(h[q])).collect();
-                loss::mean_var(&vals).1.sqrt()
+            // Average the last iterates (at least 5, a fifth of the steps) in transformed coordinates,
+            // the one after the last update included (with --steps 1 the update was discarded).
+            history.push(u.clone());
+            let window = (taken / 5).max(5).min(history.len());
+            let tail = &history[history.len() - window..];
+            let mean_u: Vec<f64> = (0..np)
+                .map(|q| tail.iter().map(|h| h[q]).sum::<f64>() / window as f64)
+                .collect();
+            let params = theta(&mean_u);
+            let iterate_sd: Vec<f64> = (0..np)
+                .map(|q| {
+                    let vals: Vec<f64> = tail.iter().map(|h| transforms[q].forward(h[q])).collect();
+                    loss::mean_var(&vals).1.sqrt()
+                })
+                .collect();
+            // The averaged parameters were never simulated: a failure there keeps the best so far.
+            let final_loss =
+                evaluate(compiled, data, options, &params, eval_seed).map_err(|e| {
+                    FitError::Diverged {
+                        what: format!("at the averaged parameters {params:?} of restart {r}: {e}"),
+                        trace: std::mem::take(&mut trace),
+                        best: best_seen.1.clone(),
+                    }
+                })?;
+            Ok(RestartResult {
+                start,
+                params,
+                loss: final_loss,
+                steps: taken,
+                stopped,
+                iterate_sd,
             })
-            .collect();
-        // The averaged parameters were never simulated: a failure there keeps the best so far.
-        let final_loss = evaluate(compiled, data, options, &params, eval_seed).map_err(|e| {
-            FitError::Diverged {
-                what: format!("at the averaged parameters {params:?} of restart {r}: {e}"),
-                trace: std::mem::take(&mut trace),
-                best: best_seen.1.clone(),
+        };
+        match restart() {
+            Ok(result) => restarts.push(result),
+            Err(FitError::Diverged {
+                what, trace: kept, ..
+            }) if r > 0 => {
+                trace = kept;
+                failed_restarts.push(format!("restart {r} failed: {what}"));
             }
-        })?;
-        restarts.push(RestartResult {
-            start,
-            params,
-            loss: final_loss,
-            steps: taken,
-            stopped,
-            iterate_sd,
-        });
+            Err(e) => return Err(e),
+        }
     }
     let best = (0..restarts.len())
         .min_by(|&a, &b| restarts[a].loss.total_cmp(&restarts[b].loss))
@@ -681,6 +702,7 @@ pub fn fit_from(
         best,
         restarts,
         fitted,
+        failed_restarts,
         uncertainty,
         uncertainty_method,
         trace,
