@@ -352,6 +352,21 @@ fn bad_objectives_are_diagnosed() {
         ("objective_unclosed", "mean(M", vec!["("]),
         ("objective_dangling_operator", "mean(M) +", vec!["+"]),
         ("objective_two_lines", "mean(M)\nvar(M)", vec!["objective"]),
+        (
+            "objective_division_by_zero",
+            "mean(M) / 0",
+            vec!["division by zero"],
+        ),
+        (
+            "objective_overflowing_number",
+            "mean(M) + 1e400",
+            vec!["overflows to infinity"],
+        ),
+        (
+            "objective_overflowing_number_inside",
+            "mean(M * 1e400)",
+            vec!["overflows to infinity"],
+        ),
         ("objective_empty", "", vec!["empty"]),
         ("objective_blank", "   ", vec!["empty"]),
     ];

@@ -278,12 +278,37 @@ struct Resolver<'m> {
 }
 
 impl Resolver<'_> {
+    /// A literal too large for a number is an error where it is written (it would make the
+    /// objective infinite, reported as the estimator's failure).
+    fn number(&mut self, value: f64, span: ast::Span) -> f64 {
+        if !value.is_finite() {
+            self.diags.push(
+                Diagnostic::new(
+                    "rxn::objective",
+                    "this number is too large: it overflows to infinity",
+                    span,
+                    "not a finite number",
+                )
+                .with_help("numbers must be below about 1.8e308"),
+            );
+        }
+        value
+    }
+
     fn outer(&mut self, e: &ast::Expr) -> ObjectiveExpr {
         use ast::ExprKind as K;
         match &e.kind {
-            K::Number { value, .. } => ObjectiveExpr::Num(*value),
+            K::Number { value, .. } => ObjectiveExpr::Num(self.number(*value, e.span)),
             K::Unary(_, a) => ObjectiveExpr::Neg(Box::new(self.outer(a))),
             K::Binary(op, a, b) => {
+                if let (ast::BinaryOp::Div, K::Number { value, .. }) = (op, &b.kind)
+                    && *value == 0.0
+                {
+                    self.diags.push(
+                        Diagnostic::new("rxn::objective", "division by zero", b.span, "this is 0")
+                            .with_help("divide by a non-zero number or a statistic"),
+                    );
+                }
                 ObjectiveExpr::Bin(binop(*op), Box::new(self.outer(a)), Box::new(self.outer(b)))
             }
             K::Call(f, args) => {
@@ -392,7 +417,7 @@ impl Resolver<'_> {
         use ast::ExprKind as K;
         let m = self.model;
         match &e.kind {
-            K::Number { value, .. } => Expr::Num(*value),
+            K::Number { value, .. } => Expr::Num(self.number(*value, e.span)),
             K::Unary(_, a) => ir::derive::neg(self.inner(a)),
             K::Binary(op, a, b) => {
                 Expr::Bin(binop(*op), Box::new(self.inner(a)), Box::new(self.inner(b)))
