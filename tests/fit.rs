@@ -493,14 +493,32 @@ fn cli_run_writes_fit_json_and_trace() {
 #[test]
 fn cli_run_exit_codes() {
     let dir = scratch("codes");
-    std::fs::write(dir.join("m.rxn"), BIRTH_DEATH).unwrap();
-    std::fs::write(dir.join("good.csv"), "X\n3\n4\n").unwrap();
-    std::fs::write(dir.join("bad.csv"), "time,Y\n1,3\n2,4\n").unwrap();
-    let run = |args: &[&str]| {
+    for (name, contents) in [
+        ("m.rxn", BIRTH_DEATH.as_bytes()),
+        (
+            "t.rxn",
+            b"species X = 0\nparam k = 1\n0 -> X @= k * (1 + t)\n",
+        ),
+        (
+            "time.rxn",
+            b"species time = 0\nparam k = 1\n0 -> time @ k\n",
+        ),
+        ("good.csv", b"X\n3\n4\n"),
+        ("bad.csv", b"time,Y\n1,3\n2,4\n"),
+        // As spreadsheets write it: a byte-order mark before the header; another encoding.
+        ("bom.csv", "\u{feff}X\n3\n4\n".as_bytes()),
+        ("latin1.csv", b"X\n3\n4\xff\n"),
+        ("time.csv", b"time\n1\n2\n"),
+        ("far.csv", b"X\n50\n52\n48\n"),
+        ("late.csv", b"time,X\n1e9,3\n1,4\n"),
+    ] {
+        std::fs::write(dir.join(name), contents).unwrap();
+    }
+    let run = |args: &str| {
         let out = Command::new(BIN)
             .env("RXNC_CACHE_DIR", "off")
             .arg("run")
-            .args(args)
+            .args(args.split_whitespace())
             .current_dir(&dir)
             .output()
             .unwrap();
@@ -509,131 +527,83 @@ fn cli_run_exit_codes() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, err) = run(&["m.rxn", "--fit", "bad.csv"]);
-    assert_eq!(code, Some(1));
-    assert!(
-        err.contains("unknown column `Y`") && err.contains("bad.csv:1:6"),
-        "{err}"
-    );
-    let (code, err) = run(&["m.rxn", "--fit", "missing.csv"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("cannot read data file"), "{err}");
-    let (code, err) = run(&["m.rxn", "--fit", "good.csv", "--loss", "l2"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("unknown loss `l2`"), "{err}");
-    let (code, _) = run(&["m.rxn", "--fit", "good.csv", "--tracked", "5", "-n", "4"]);
-    assert_eq!(code, Some(1));
-    let (code, _) = run(&["m.rxn", "--fit", "good.csv", "--estimator", "magic"]);
-    assert_eq!(code, Some(1));
-    // Data as spreadsheets write it: a byte-order mark before the header is not part of it; a
-    // file in another encoding is located.
-    std::fs::write(dir.join("bom.csv"), "\u{feff}X\n3\n4\n").unwrap();
-    let (code, err) = run(&["m.rxn", "--fit", "bom.csv", "--steps", "2", "-n", "10"]);
-    assert_eq!(code, Some(0), "{err}");
-    std::fs::write(dir.join("latin1.csv"), b"X\n3\n4\xff\n").unwrap();
-    let (code, err) = run(&["m.rxn", "--fit", "latin1.csv"]);
-    assert_eq!(code, Some(1));
-    assert!(
-        err.contains("not UTF-8 text: line 3, column 2 has the byte 0xFF"),
-        "{err}"
-    );
-    // A species the data cannot name: `time` is the data's own column.
-    std::fs::write(
-        dir.join("time.rxn"),
-        "species time = 0\nparam k = 1\n0 -> time @ k\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("time.csv"), "time\n1\n2\n").unwrap();
-    let (code, err) = run(&["time.rxn", "--fit", "time.csv"]);
-    assert_eq!(code, Some(1));
-    assert!(
-        err.contains("data's own `time` column, not the model's"),
-        "{err}"
-    );
-    // A simulation failing at a later step (the parameters went where it fails) keeps the best
-    // parameters so far, and says where, numbered as in --trace.
-    std::fs::write(dir.join("far.csv"), "X\n50\n52\n48\n").unwrap();
-    let (code, err) = run(&[
-        "m.rxn",
-        "--fit",
-        "far.csv",
-        "--lr",
-        "1",
-        "--max-events",
-        "400",
-        "-n",
-        "20",
-        "--out",
-        "far.json",
-    ]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("at restart 0, step ") && err.contains("limit of 400 events"),
-        "{err}"
-    );
+    // (arguments after `rxnc run`, exit status, what standard error must say)
+    let cases: &[(&str, i32, &[&str])] = &[
+        (
+            "m.rxn --fit bad.csv",
+            1,
+            &["unknown column `Y`", "bad.csv:1:6"],
+        ),
+        ("m.rxn --fit missing.csv", 1, &["cannot read data file"]),
+        ("m.rxn --fit good.csv --loss l2", 1, &["unknown loss `l2`"]),
+        ("m.rxn --fit good.csv --tracked 5 -n 4", 1, &["--tracked"]),
+        (
+            "m.rxn --fit good.csv --estimator magic",
+            1,
+            &["unknown estimator `magic`"],
+        ),
+        ("m.rxn --fit bom.csv --steps 2 -n 10", 0, &[]),
+        (
+            "m.rxn --fit latin1.csv",
+            1,
+            &["not UTF-8 text: line 3, column 2 has the byte 0xFF"],
+        ),
+        // A species the data cannot name: `time` is the data's own column.
+        (
+            "time.rxn --fit time.csv",
+            1,
+            &["data's own `time` column, not the model's"],
+        ),
+        // Another estimator's option would be ignored: refused, as `grad` does.
+        (
+            "m.rxn --fit good.csv --sigma 0.5",
+            1,
+            &["--sigma applies to fd, not to score"],
+        ),
+        (
+            "m.rxn --fit good.csv --temperature 0.5",
+            1,
+            &["--temperature applies to gs-st, not to score"],
+        ),
+        (
+            "m.rxn --fit good.csv --max-events 0",
+            1,
+            &["--max-events must be at least 1"],
+        ),
+        // The event limit at the file's values: the horizon is the data's, not --t-end.
+        (
+            "m.rxn --fit late.csv --max-events 1000 -n 4",
+            1,
+            &["limit of 1000 events", "the data's last time, 1e9"],
+        ),
+        // A simulation failing at a later step keeps the best parameters so far, says where.
+        (
+            "m.rxn --fit far.csv --lr 1 --max-events 400 -n 20 --out far.json",
+            1,
+            &["at restart 0, step ", "limit of 400 events"],
+        ),
+        ("t.rxn --fit good.csv --t-end 2", 1, &["use --estimator fd"]),
+        (
+            "t.rxn --fit good.csv --t-end 2 --estimator fd --steps 2 -n 10",
+            0,
+            &[],
+        ),
+        ("m.rxn --fit good.csv --steps 3 -n 20 --loss mean", 0, &[]),
+    ];
+    for &(args, status, says) in cases {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(status), "{args}: {err}");
+        for words in says {
+            assert!(err.contains(words), "{args}: no `{words}` in\n{err}");
+        }
+        assert!(!err.contains("grow without bound"), "{args}: {err}");
+    }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("far.json")).unwrap()).unwrap();
     assert!(
         json["parameters"]["k"].is_number() && json["diverged"].is_string(),
         "{json}"
     );
-    // The event limit at the file's values: the horizon is the data's, not --t-end.
-    std::fs::write(dir.join("late.csv"), "time,X\n1e9,3\n1,4\n").unwrap();
-    let (code, err) = run(&[
-        "m.rxn",
-        "--fit",
-        "late.csv",
-        "--max-events",
-        "1000",
-        "-n",
-        "4",
-    ]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("limit of 1000 events") && err.contains("the data's last time, 1e9"),
-        "{err}"
-    );
-    assert!(!err.contains("grow without bound"), "{err}");
-    // Another estimator's option would be ignored: refused, as `grad` does.
-    for (option, value, says) in [
-        ("--sigma", "0.5", "--sigma applies to fd, not to score"),
-        (
-            "--temperature",
-            "0.5",
-            "--temperature applies to gs-st, not to score",
-        ),
-        ("--max-events", "0", "--max-events must be at least 1"),
-    ] {
-        let (code, err) = run(&["m.rxn", "--fit", "good.csv", option, value]);
-        assert_eq!(code, Some(1), "{option}: {err}");
-        assert!(err.contains(says), "{option}: {err}");
-    }
-    std::fs::write(
-        dir.join("t.rxn"),
-        "species X = 0\nparam k = 1\n0 -> X @= k * (1 + t)\n",
-    )
-    .unwrap();
-    let (code, err) = run(&["t.rxn", "--fit", "good.csv", "--t-end", "2"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("use --estimator fd"), "{err}");
-    let (code, err) = run(&[
-        "t.rxn",
-        "--fit",
-        "good.csv",
-        "--t-end",
-        "2",
-        "--estimator",
-        "fd",
-        "--steps",
-        "2",
-        "-n",
-        "10",
-    ]);
-    assert_eq!(code, Some(0), "{err}");
-    let (code, err) = run(&[
-        "m.rxn", "--fit", "good.csv", "--steps", "3", "-n", "20", "--loss", "mean",
-    ]);
-    assert_eq!(code, Some(0), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -450,8 +450,12 @@ pub fn fit_from(
                     if r == 0 && s == 0 {
                         FitError::Simulation(e)
                     } else {
+                        // The simulation's own advice (about the model or `simulate
+                        // --t-end`) is not the point here: the parameters are.
+                        let text = e.to_string();
+                        let what = text.split_once("; ").map_or(text.as_str(), |(w, _)| w);
                         FitError::Diverged {
-                            what: format!("at {}, parameters {params:?}: {e}", at(r, s)),
+                            what: format!("at {}, parameters {params:?}: {what}", at(r, s)),
                             trace: std::mem::take(trace),
                             best: best.to_vec(),
                         }
