@@ -550,7 +550,7 @@ pub fn fit_from(
                             at(r, s)
                         )
                     } else {
-                        format!("the loss is {} at {}", l.v, at(r, s))
+                        format!("the loss is {} at {}", crate::engine::Shown(l.v), at(r, s))
                     };
                     return Err(FitError::Diverged {
                         what,
@@ -666,7 +666,10 @@ pub fn fit_from(
     let chosen = restarts[best].clone();
     if !chosen.loss.is_finite() {
         return Err(FitError::Diverged {
-            what: format!("the loss at the fitted parameters is {}", chosen.loss),
+            what: format!(
+                "the loss at the fitted parameters is {}",
+                crate::engine::Shown(chosen.loss)
+            ),
             trace,
             best: best_seen.1,
         });

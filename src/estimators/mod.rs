@@ -464,7 +464,12 @@ pub fn estimate_gradient(
             };
             return Err(GradError::NonFinite {
                 estimator: name,
-                what: format!("d/d{} is {} ± {}: {why}", p.name, e.estimate, e.stderr),
+                what: format!(
+                    "d/d{} is {} ± {}: {why}",
+                    p.name,
+                    Shown(e.estimate),
+                    Shown(e.stderr)
+                ),
             });
         }
         gradient.push((p.name.clone(), e));
