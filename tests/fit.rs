@@ -132,6 +132,28 @@ fn loss_values_by_hand() {
     );
 }
 
+/// Fit options for the tests: Adam's default learning rate, the model's horizon, one restart,
+/// 10^6 events; each test names the rest.
+fn fit_options(
+    estimator: Estimator,
+    loss: LossKind,
+    trajectories: usize,
+    tracked: usize,
+) -> FitOptions {
+    FitOptions {
+        steps: 100,
+        trajectories,
+        tracked,
+        estimator,
+        loss,
+        lr: 0.05,
+        seed: 0,
+        t_end: None,
+        restarts: 1,
+        max_events: 1_000_000,
+    }
+}
+
 /// Samples of Poisson(lambda) at evenly spaced quantiles: a deterministic stand-in for data.
 fn poisson_quantiles(lambda: f64, n: usize) -> Vec<u64> {
     let mut cdf = Vec::new();
@@ -273,15 +295,9 @@ fn fit_recovers_birth_death_rate_from_stationary_data() {
     ] {
         let options = FitOptions {
             steps: 120,
-            trajectories: 400,
-            tracked: 200,
-            estimator,
-            loss,
-            lr: 0.05,
             seed: 5,
-            t_end: None,
             restarts: 2,
-            max_events: 1_000_000,
+            ..fit_options(estimator, loss, 400, 200)
         };
         let mut steps = 0;
         let r = driver::fit(&compiled, &d, &options, &mut |_| steps += 1).unwrap();
@@ -322,15 +338,8 @@ fn fit_recovers_a_parameter_that_a_column_reads_directly() {
     ] {
         let options = FitOptions {
             steps: 150,
-            trajectories: 500,
-            tracked: 500,
-            estimator,
-            loss: LossKind::W1,
-            lr: 0.05,
             seed: 2,
-            t_end: None,
-            restarts: 1,
-            max_events: 1_000_000,
+            ..fit_options(estimator, LossKind::W1, 500, 500)
         };
         let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
         let bg = r.params[0];
@@ -355,15 +364,8 @@ fn fit_recovers_both_birth_death_rates_from_a_time_course() {
     assert_eq!(LossKind::default_for(&d), LossKind::W1);
     let options = FitOptions {
         steps: 200,
-        trajectories: 400,
-        tracked: 400,
-        estimator: Estimator::Score,
-        loss: LossKind::W1,
-        lr: 0.05,
         seed: 2,
-        t_end: None,
-        restarts: 1,
-        max_events: 1_000_000,
+        ..fit_options(Estimator::Score, LossKind::W1, 400, 400)
     };
     let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
     assert!((r.params[0] / k - 1.0).abs() < 0.15, "k = {}", r.params[0]);
@@ -405,15 +407,9 @@ fn fit_starting_at_a_bound_moves() {
     for estimator in [Estimator::Score, Estimator::Fd { sigma: 0.05 }] {
         let options = FitOptions {
             steps: 150,
-            trajectories: 200,
-            tracked: 200,
-            estimator,
-            loss: LossKind::W1,
-            lr: 0.2,
             seed: 4,
-            t_end: None,
-            restarts: 1,
-            max_events: 1_000_000,
+            lr: 0.2,
+            ..fit_options(estimator, LossKind::W1, 200, 200)
         };
         let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
         assert!(
@@ -726,15 +722,8 @@ fn bootstrap_refits_synthetic_data() {
     let d = data::parse("d.csv", &poisson_data(10.0, 200), &m.ir).unwrap();
     let options = FitOptions {
         steps: 40,
-        trajectories: 200,
-        tracked: 200,
-        estimator: Estimator::Score,
-        loss: LossKind::Mean,
-        lr: 0.05,
         seed: 9,
-        t_end: None,
-        restarts: 1,
-        max_events: 1_000_000,
+        ..fit_options(Estimator::Score, LossKind::Mean, 200, 200)
     };
     let refits = driver::bootstrap(&compiled, &d, &options, &[10.0], 3, &mut |_, _| {}).unwrap();
     assert_eq!(refits.len(), 3);
@@ -863,15 +852,9 @@ fn parameters_the_data_cannot_see_are_not_fitted() {
     for estimator in [Estimator::Score, Estimator::Fd { sigma: 0.05 }] {
         let options = FitOptions {
             steps: 5,
-            trajectories: 30,
-            tracked: 30,
-            estimator,
-            loss: LossKind::Mean,
-            lr: 0.05,
             seed: 1,
-            t_end: None,
             restarts: 2,
-            max_events: 1_000_000,
+            ..fit_options(estimator, LossKind::Mean, 30, 30)
         };
         let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
         assert_eq!(
@@ -897,15 +880,8 @@ fn a_single_step_updates_the_parameters() {
     let d = data::parse("d.csv", &poisson_data(20.0, 200), &m.ir).unwrap();
     let options = FitOptions {
         steps: 1,
-        trajectories: 50,
-        tracked: 50,
-        estimator: Estimator::Score,
-        loss: LossKind::Mean,
-        lr: 0.05,
         seed: 1,
-        t_end: None,
-        restarts: 1,
-        max_events: 1_000_000,
+        ..fit_options(Estimator::Score, LossKind::Mean, 50, 50)
     };
     let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
     assert!(
@@ -962,15 +938,9 @@ fn a_failing_restart_is_skipped() {
     let d = data::parse("d.csv", &format!("inv\n{rows}"), &m.ir).unwrap();
     let options = FitOptions {
         steps: 30,
-        trajectories: 200,
-        tracked: 200,
-        estimator: Estimator::Score,
-        loss: LossKind::W1,
-        lr: 0.05,
         seed: 1,
-        t_end: None,
         restarts: 6,
-        max_events: 1_000_000,
+        ..fit_options(Estimator::Score, LossKind::W1, 200, 200)
     };
     let r = driver::fit(&compiled, &d, &options, &mut |_| {}).unwrap();
     assert_eq!(r.failed_restarts.len() + r.restarts.len(), 6);
