@@ -358,6 +358,11 @@ fn bad_objectives_are_diagnosed() {
             vec!["division by zero"],
         ),
         (
+            "objective_sd_of_a_constant",
+            "sd(kon) + mean(M)",
+            vec!["sd of an expression without species"],
+        ),
+        (
             "objective_overflowing_number",
             "mean(M) + 1e400",
             vec!["overflows to infinity"],

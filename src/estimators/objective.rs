@@ -335,6 +335,20 @@ impl Resolver<'_> {
                         return ObjectiveExpr::Num(f64::NAN);
                     }
                     let leaf = self.inner(&args[0]);
+                    // The same in every trajectory: its sd is 0, where sd has no derivative.
+                    let mut varies = leaf.uses_time();
+                    leaf.visit_species(&mut |_| varies = true);
+                    if kind == Statistic::Sd && !varies {
+                        self.diags.push(
+                            Diagnostic::new(
+                                "rxn::objective",
+                                "the sd of an expression without species or time is 0, where sd has no derivative",
+                                args[0].span,
+                                "the same in every trajectory",
+                            )
+                            .with_help("take the sd of a species or observable expression; var of a constant is 0 if that is what you mean"),
+                        );
+                    }
                     let i = match self.leaves.iter().position(|l| *l == leaf) {
                         Some(i) => i,
                         None => {
