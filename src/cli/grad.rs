@@ -1,6 +1,6 @@
 //! `rxnc grad`: the objective and its gradient with respect to every free parameter.
 
-use super::simulate::{num, sim_failure};
+use super::simulate::{cell, num, sim_failure};
 use super::{Failure, output::print_stdout, style};
 use crate::Model;
 use crate::estimators::{Estimator, GradError, GradOptions, Objective, estimate_gradient};
@@ -162,7 +162,7 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
             let _ = writeln!(
                 out,
                 "{name:<width$}  {:>12}  {:>14.6e}  {:>12.3e}",
-                value_cell(*v),
+                cell(*v, 6),
                 e.estimate,
                 e.stderr
             );
@@ -170,14 +170,4 @@ pub fn run(args: GradArgs) -> Result<(), Failure> {
         out
     };
     print_stdout(&text)
-}
-
-/// A parameter's value in the table: six decimals where that shows it, else scientific notation
-/// (1e-300 is not 0.000000, 1e300 not 301 digits).
-fn value_cell(v: f64) -> String {
-    if v == 0.0 || (1e-3..1e7).contains(&v.abs()) {
-        format!("{v:.6}")
-    } else {
-        format!("{v:.6e}")
-    }
 }

@@ -1,7 +1,7 @@
 //! `rxnc run FILE --fit DATA.csv`: fit the free parameters to data.
 
 use super::output::{PendingFile, print_stdout};
-use super::simulate::{num, sim_failure};
+use super::simulate::{cell, num, sim_failure};
 use super::{Failure, style};
 use crate::Model;
 use crate::driver::loss::LossKind;
@@ -610,18 +610,5 @@ fn plural(n: usize, thing: &str) -> String {
         format!("1 {thing}")
     } else {
         format!("{n} {thing}s")
-    }
-}
-
-/// A number in a table column: `decimals` decimals where that shows it, scientific notation for
-/// very large or small values (a mean of 3.3e19 printed 20 digits), empty when undefined (the sd
-/// of a single row).
-fn cell(v: f64, decimals: usize) -> String {
-    if v.is_nan() {
-        String::new()
-    } else if v == 0.0 || !v.is_finite() || (1e-3..1e7).contains(&v.abs()) {
-        format!("{v:.decimals$}")
-    } else {
-        format!("{v:.decimals$e}")
     }
 }

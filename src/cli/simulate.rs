@@ -181,6 +181,19 @@ pub fn num(x: f64) -> String {
     crate::engine::Shown(x).to_string()
 }
 
+/// A number in a table column: `decimals` decimals where that shows it, scientific notation for
+/// very large or small values (a mean of 3.3e19 printed 20 digits), empty when undefined (the sd
+/// of a single row).
+pub fn cell(v: f64, decimals: usize) -> String {
+    if v.is_nan() {
+        String::new()
+    } else if v == 0.0 || !v.is_finite() || (1e-3..1e7).contains(&v.abs()) {
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.decimals$e}")
+    }
+}
+
 /// The memory `simulate` may use where the machine's cannot be read.
 const MAX_MEMORY_BYTES: f64 = 64.0 * (1u64 << 30) as f64;
 

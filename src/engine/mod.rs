@@ -250,12 +250,28 @@ impl fmt::Display for Shown {
     }
 }
 
-fn state_text(state: &[(String, i64)]) -> String {
+fn state_text<V: fmt::Display>(state: &[(String, V)]) -> String {
     state
         .iter()
         .map(|(n, v)| format!("{n} = {v}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A state whose negative counts wrapped around past 2^63 - 1, with those counts as they are.
+fn unwrapped_state_text(state: &[(String, i64)]) -> String {
+    let unwrapped = |v: i64| {
+        if v < 0 {
+            i128::from(v) + (1i128 << 64)
+        } else {
+            i128::from(v)
+        }
+    };
+    let state: Vec<(String, i128)> = state
+        .iter()
+        .map(|(n, v)| (n.clone(), unwrapped(*v)))
+        .collect();
+    state_text(&state)
 }
 
 /// The state as (species, count) pairs, for an error.
@@ -368,22 +384,6 @@ fn overflowing_total(
         state: named_state(model, x),
         trajectory,
     }
-}
-
-/// A state whose negative counts wrapped around past 2^63 - 1, with those counts as they are.
-fn unwrapped_state_text(state: &[(String, i64)]) -> String {
-    let unwrapped = |v: i64| {
-        if v < 0 {
-            i128::from(v) + (1i128 << 64)
-        } else {
-            i128::from(v)
-        }
-    };
-    state
-        .iter()
-        .map(|(n, v)| format!("{n} = {}", unwrapped(*v)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl fmt::Display for SimError {
