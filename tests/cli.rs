@@ -615,6 +615,58 @@ fn a_full_disk_names_the_output() {
     }
 }
 
+/// A standard output closed at start (`rxnc ... >&-`) is exit 2 where the command would write
+/// there (before the work), not output lost with exit 0; a command writing only files runs.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_closed_stdout_is_an_output_failure() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("closed-stdout");
+    let closed_stdout = |args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .env("RXNC_CACHE_DIR", "off")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args);
+        // SAFETY: only closes a descriptor between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::close(1);
+                Ok(())
+            })
+        };
+        finish(args, command.output().unwrap())
+    };
+    let bd = "examples/birth_death.rxn";
+    let stats = dir.join("stats.csv");
+    let says = "error: cannot write standard output: it was closed when rxnc started";
+    for args in [
+        &["check", bd][..],
+        &["simulate", bd, "--t-end", "1"],
+        &["simulate", bd, "--t-end", "1", "--out", "/dev/stdout"],
+        &[
+            "grad",
+            bd,
+            "--objective",
+            "mean(X)",
+            "--t-end",
+            "1",
+            "-n",
+            "8",
+        ],
+    ] {
+        let r = closed_stdout(args);
+        assert_eq!((r.code, r.stderr.trim()), (2, says), "{args:?}");
+    }
+    let r = closed_stdout(&["simulate", bd, "--t-end", "1", "--stats", s(&stats)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        std::fs::read_to_string(&stats)
+            .unwrap()
+            .starts_with("time,name,mean,sd\n")
+    );
+}
+
 /// A run that needs more memory than the address-space limit (`ulimit -v`) allows is refused
 /// with the memory diagnostic, not aborted by a failed allocation.
 #[cfg(unix)]

@@ -580,23 +580,49 @@ fn bad_options_are_input_errors() {
     }
 }
 
-/// An objective whose value or gradient is not finite fails with exit 1 and says which estimator.
+/// An objective whose value or gradient is not finite fails with exit 1, says which estimator,
+/// and quotes the innermost part of the objective that is not finite, with why.
 #[test]
-fn non_finite_estimates_name_the_estimator() {
+fn non_finite_estimates_name_the_estimator_and_the_place() {
     let dir = scratch("non-finite");
     let bd = write(&dir, "bd.rxn", BIRTH_DEATH);
     for name in ["gs-st", "score", "alt-path", "fd"] {
-        for objective in [
-            "log(mean(X) - mean(X))",
-            "mean(X) / (mean(X) - mean(X))",
+        for (objective, place) in [
+            (
+                "log(mean(X) - mean(X))",
+                "`log(mean(X) - mean(X))` takes the log of `mean(X) - mean(X)`, which is 0 here",
+            ),
+            (
+                "mean(X) / (mean(X) - mean(X))",
+                "`mean(X) / (mean(X) - mean(X))` divides by `(mean(X) - mean(X))`, which is 0",
+            ),
             // The constant species has sd 0, where sd is not differentiable.
-            "sd(Y)",
+            (
+                "1 + sd(Y)",
+                "`sd(Y)` is 0 (every trajectory ends with the same value)",
+            ),
+            (
+                "0^mean(X)",
+                "`0^mean(X)` has no derivative with respect to its power where its base is 0",
+            ),
+            (
+                "sqrt(mean(Y) - 5)",
+                "`sqrt(mean(Y) - 5)` has an infinite derivative where `mean(Y) - 5` is 0",
+            ),
+            (
+                "(mean(Y) - 6)^0.5",
+                "`(mean(Y) - 6)` is -1) to a power that is not a whole number",
+            ),
+            (
+                "exp(1000 * mean(X))",
+                "`exp(1000 * mean(X))` is inf: too large",
+            ),
         ] {
             let r = grad(&bd, objective, "1", "20", &["--estimator", name]);
             assert_input_error(
                 &format!("{name} {objective}"),
                 &r,
-                &[&format!("the {name} estimate is not finite")],
+                &[&format!("the {name} estimate is not finite"), place],
             );
         }
     }

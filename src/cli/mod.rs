@@ -5,6 +5,7 @@
 
 mod grad;
 mod output;
+pub use output::note_stdout_closed;
 mod run;
 mod simulate;
 
@@ -254,6 +255,10 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    // These always print to standard output: fail before the work, not after it.
+    if !matches!(cli.command, Command::Simulate(_)) {
+        output::stdout_open()?;
+    }
     match cli.command {
         Command::Check(args) => check(args),
         Command::Simulate(args) => simulate::run(args),

@@ -4,6 +4,7 @@ use super::Failure;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Removing partial outputs when the run is interrupted (Ctrl-C, SIGTERM from a job scheduler,
 /// SIGHUP): a long simulation stopped by hand leaves no hidden file of gigabytes behind. The
@@ -156,6 +157,9 @@ impl PendingFile {
         };
         #[cfg(unix)]
         if let Some(fd) = inherited_fd(dest) {
+            if fd == 1 {
+                stdout_open()?;
+            }
             // SAFETY: the descriptor is open (its `/dev/fd` entry exists) and is only duplicated.
             let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
                 .try_clone_to_owned()
@@ -368,8 +372,32 @@ pub fn stdout_error(e: io::Error) -> Result<(), Failure> {
     }
 }
 
+/// Set when standard output was closed as the process started (see [`note_stdout_closed`]).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Records that standard output was closed when the process started (`rxnc simulate ... >&-`).
+///
+/// Rust's runtime reopens a closed standard descriptor on `/dev/null` before `main`, so output
+/// written there would vanish with exit status 0. The `rxnc` executable checks descriptor 1 in a
+/// constructor, which runs before that, and calls this; the commands then fail (exit 2) where
+/// they would write to standard output. Not needed by programs that embed the library.
+pub fn note_stdout_closed() {
+    STDOUT_CLOSED.store(true, Ordering::Relaxed);
+}
+
+/// Fails if standard output was closed at start ([`note_stdout_closed`]).
+pub fn stdout_open() -> Result<(), Failure> {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Err(Failure::Output(
+            "cannot write standard output: it was closed when rxnc started".to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// Prints text to standard output.
 pub fn print_stdout(text: &str) -> Result<(), Failure> {
+    stdout_open()?;
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())

@@ -1,6 +1,6 @@
 //! `rxnc simulate`.
 
-use super::output::{PendingFile, is_broken_pipe, write_failure};
+use super::output::{self, PendingFile, is_broken_pipe, write_failure};
 use super::{Failure, model_diagnostic};
 use crate::Model;
 use crate::diagnostics::Diagnostic;
@@ -415,6 +415,9 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     // A pipe closed by its reader (`| head`, also through `--out /dev/stdout` or a named pipe)
     // takes no more; it is not an error. (A regular file never reports a closed pipe.)
     let rows_direct = to_stdout || out_file.as_ref().is_some_and(PendingFile::is_direct);
+    if to_stdout {
+        output::stdout_open()?;
+    }
     let stdout = std::io::stdout();
     let mut rows = match (&mut out_file, to_stdout) {
         (Some(f), _) => Some(Box::new(f.writer()) as Box<dyn Write>),

@@ -413,6 +413,14 @@ pub fn estimate_gradient(
         .sqrt()
     };
     let name = options.estimator.name();
+    // Where the objective stops being finite: at the full moments, or else at a jackknife
+    // replicate's (a statistic that is 0 once one group is left out).
+    let locate = |moments: &[LeafMoments]| {
+        objective.locate_non_finite(moments).or_else(|| {
+            (group_sums.iter())
+                .find_map(|g| objective.locate_non_finite(&total.without(g).moments()))
+        })
+    };
     let objective_estimate = Estimate {
         estimate: full.v,
         stderr: jackknife_se(&|d: &Dual| d.v),
@@ -433,12 +441,13 @@ pub fn estimate_gradient(
                 ),
             });
         }
+        let what = match locate(&moments) {
+            Some(place) => place,
+            None => format!("the objective evaluates to {}", Shown(full.v)),
+        };
         return Err(GradError::NonFinite {
             estimator: name,
-            what: format!(
-                "the objective evaluates to {} (for example a log or division of a statistic that is zero, or sd of a constant)",
-                full.v
-            ),
+            what,
         });
     }
     let mut gradient = Vec::with_capacity(params.len());
@@ -448,7 +457,9 @@ pub fn estimate_gradient(
             stderr: jackknife_se(&|d: &Dual| d.d[q]),
         };
         if !(e.estimate.is_finite() && e.stderr.is_finite()) {
+            let place = moments_finite.then(|| locate(&moments)).flatten();
             let why = match options.estimator {
+                _ if place.is_some() => place.as_deref().unwrap_or_default(),
                 _ if moments_finite => {
                     "the objective is not differentiable at the estimated statistics (sd of a \
                      quantity with zero variance, or a log or division at zero)"

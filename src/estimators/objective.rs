@@ -3,6 +3,7 @@
 //! estimated moments (a function of expectations is not the expectation of a function).
 
 use crate::diagnostics::{Diagnostic, ModelError, SourceFile, closest};
+use crate::engine::Shown;
 use crate::ir::{self, Expr, Func};
 use crate::syntax::{self, ast};
 
@@ -52,6 +53,8 @@ pub struct Objective {
     pub expr: ObjectiveExpr,
     /// The distinct expressions statistics are taken of, over species, parameters and time.
     pub leaves: Vec<Expr>,
+    /// Where each node of `expr` is written in `text`, in pre-order (see [`Objective::locate_non_finite`]).
+    spans: Vec<ast::Span>,
 }
 
 /// A value with its gradient with respect to the free parameters.
@@ -134,6 +137,7 @@ impl Objective {
             model,
             leaves: vec![],
             diags: vec![],
+            spans: vec![],
         };
         let expr = r.outer(&ast);
         if r.diags.is_empty() && r.leaves.is_empty() {
@@ -154,6 +158,7 @@ impl Objective {
                 text: text.to_string(),
                 expr,
                 leaves: r.leaves,
+                spans: r.spans,
             })
         } else {
             Err(fail(r.diags))
@@ -178,6 +183,29 @@ impl Objective {
     /// Evaluates the objective and its gradient from the leaves' moments.
     pub fn evaluate(&self, moments: &[LeafMoments]) -> Dual {
         eval(&self.expr, moments)
+    }
+
+    /// The innermost part of the objective whose value or gradient is not finite at `moments`,
+    /// as written, and why: "`0^mean(X)` has no derivative with respect to the power where the
+    /// base is 0". None when every part is finite.
+    pub(crate) fn locate_non_finite(&self, moments: &[LeafMoments]) -> Option<String> {
+        let finite = |d: &Dual| d.v.is_finite() && d.d.iter().all(|x| x.is_finite());
+        let text = |i: usize| {
+            let span = self.spans[i];
+            self.text[span.start..span.end].trim()
+        };
+        let mut found = None;
+        eval_visiting(&self.expr, moments, &mut 0, &mut |node| {
+            if found.is_some()
+                || finite(node.value)
+                || !node.children.iter().all(|(_, d)| finite(d))
+            {
+                return;
+            }
+            let why = non_finite_reason(&node, text);
+            found = Some(format!("`{}` {why}", text(node.index)));
+        });
+        found
     }
 }
 
@@ -211,45 +239,71 @@ pub(crate) fn stat(kind: Statistic, m: &LeafMoments) -> Dual {
 }
 
 fn eval(e: &ObjectiveExpr, m: &[LeafMoments]) -> Dual {
+    eval_visiting(e, m, &mut 0, &mut |_| {})
+}
+
+/// A node of the objective just evaluated: its pre-order index, its children's indices and
+/// values, its value.
+struct Visit<'a> {
+    node: &'a ObjectiveExpr,
+    index: usize,
+    children: &'a [(usize, Dual)],
+    value: &'a Dual,
+}
+
+/// Evaluates `e`, numbering its nodes in pre-order from `next` and showing each to `visit` after
+/// its children (so the innermost node comes first).
+fn eval_visiting(
+    e: &ObjectiveExpr,
+    m: &[LeafMoments],
+    next: &mut usize,
+    visit: &mut dyn FnMut(Visit),
+) -> Dual {
     let n = m.first().map_or(0, |l| l.m1.d.len());
-    match e {
+    let index = *next;
+    *next += 1;
+    let mut child = |a: &ObjectiveExpr| (*next, eval_visiting(a, m, next, visit));
+    let children: Vec<(usize, Dual)> = match e {
+        ObjectiveExpr::Num(_) | ObjectiveExpr::Stat(..) => vec![],
+        ObjectiveExpr::Neg(a) => vec![child(a)],
+        ObjectiveExpr::Bin(_, a, b) => vec![child(a), child(b)],
+        ObjectiveExpr::Call(_, args) => args.iter().map(child).collect(),
+    };
+    let arg = |i: usize| &children[i].1;
+    let value = match e {
         ObjectiveExpr::Num(v) => Dual::constant(*v, n),
         ObjectiveExpr::Stat(kind, i) => stat(*kind, &m[*i]),
-        ObjectiveExpr::Neg(a) => {
-            let a = eval(a, m);
-            a.map(-a.v, -1.0)
-        }
-        ObjectiveExpr::Bin(op, a, b) => {
-            let (a, b) = (eval(a, m), eval(b, m));
+        ObjectiveExpr::Neg(_) => arg(0).map(-arg(0).v, -1.0),
+        ObjectiveExpr::Bin(op, ..) => {
+            let (a, b) = (arg(0), arg(1));
             match op {
-                ir::BinOp::Add => a.combine(&b, a.v + b.v, 1.0, 1.0),
-                ir::BinOp::Sub => a.combine(&b, a.v - b.v, 1.0, -1.0),
-                ir::BinOp::Mul => a.combine(&b, a.v * b.v, b.v, a.v),
-                ir::BinOp::Div => a.combine(&b, a.v / b.v, 1.0 / b.v, -a.v / (b.v * b.v)),
-                ir::BinOp::Pow => pow(&a, &b),
+                ir::BinOp::Add => a.combine(b, a.v + b.v, 1.0, 1.0),
+                ir::BinOp::Sub => a.combine(b, a.v - b.v, 1.0, -1.0),
+                ir::BinOp::Mul => a.combine(b, a.v * b.v, b.v, a.v),
+                ir::BinOp::Div => a.combine(b, a.v / b.v, 1.0 / b.v, -a.v / (b.v * b.v)),
+                ir::BinOp::Pow => pow(a, b),
             }
         }
-        ObjectiveExpr::Call(f, args) => {
-            let v: Vec<Dual> = args.iter().map(|a| eval(a, m)).collect();
-            let x = &v[0];
+        ObjectiveExpr::Call(f, _) => {
+            let x = arg(0);
             match f {
                 Func::Exp => x.map(x.v.exp(), x.v.exp()),
                 Func::Log => x.map(x.v.ln(), 1.0 / x.v),
                 Func::Sqrt => x.map(x.v.sqrt(), 0.5 / x.v.sqrt()),
                 Func::Abs => x.map(x.v.abs(), x.v.signum()),
-                Func::Pow => pow(x, &v[1]),
+                Func::Pow => pow(x, arg(1)),
                 Func::Min => {
-                    if x.v <= v[1].v {
+                    if x.v <= arg(1).v {
                         x.clone()
                     } else {
-                        v[1].clone()
+                        arg(1).clone()
                     }
                 }
                 Func::Max => {
-                    if x.v >= v[1].v {
+                    if x.v >= arg(1).v {
                         x.clone()
                     } else {
-                        v[1].clone()
+                        arg(1).clone()
                     }
                 }
                 Func::Hill | Func::Hillr | Func::Sign | Func::Xlogy => {
@@ -257,6 +311,72 @@ fn eval(e: &ObjectiveExpr, m: &[LeafMoments]) -> Dual {
                 }
             }
         }
+    };
+    visit(Visit {
+        node: e,
+        index,
+        children: &children,
+        value: &value,
+    });
+    value
+}
+
+/// Why a node whose arguments are finite is not: what a user can change in the objective.
+fn non_finite_reason<'t>(node: &Visit, text: impl Fn(usize) -> &'t str) -> String {
+    let v = node.value.v;
+    let arg = |i: usize| &node.children[i].1;
+    let varies = |d: &Dual| d.d.iter().any(|x| *x != 0.0);
+    let value_only = if v.is_finite() {
+        "has no finite derivative here".to_string()
+    } else {
+        format!("is {}", Shown(v))
+    };
+    let pow_reason = || {
+        let (base, power) = (arg(0), arg(1));
+        let base_text = text(node.children[0].0);
+        let where_zero = if base_text.parse::<f64>().is_ok() {
+            "its base is 0".to_string()
+        } else {
+            format!("its base `{base_text}` is 0")
+        };
+        if base.v == 0.0 && varies(power) {
+            format!("has no derivative with respect to its power where {where_zero}")
+        } else if base.v == 0.0 {
+            format!("has an infinite derivative where {where_zero} and the power is below 1")
+        } else if base.v < 0.0 && power.v.fract() != 0.0 {
+            format!(
+                "raises a negative base (`{}` is {}) to a power that is not a whole number",
+                text(node.children[0].0),
+                Shown(base.v)
+            )
+        } else {
+            format!("{value_only}: too large for a number")
+        }
+    };
+    match node.node {
+        ObjectiveExpr::Stat(Statistic::Sd, _) if v == 0.0 => {
+            "is 0 (every trajectory ends with the same value), where sd has no derivative; use var"
+                .to_string()
+        }
+        ObjectiveExpr::Bin(ir::BinOp::Div, ..) if arg(1).v == 0.0 => {
+            format!("divides by `{}`, which is 0 here", text(node.children[1].0))
+        }
+        ObjectiveExpr::Bin(ir::BinOp::Pow, ..) | ObjectiveExpr::Call(Func::Pow, _) => pow_reason(),
+        ObjectiveExpr::Call(Func::Log, _) if arg(0).v <= 0.0 => format!(
+            "takes the log of `{}`, which is {} here",
+            text(node.children[0].0),
+            Shown(arg(0).v)
+        ),
+        ObjectiveExpr::Call(Func::Sqrt, _) if arg(0).v < 0.0 => format!(
+            "takes the square root of `{}`, which is {} here",
+            text(node.children[0].0),
+            Shown(arg(0).v)
+        ),
+        ObjectiveExpr::Call(Func::Sqrt, _) => format!(
+            "has an infinite derivative where `{}` is 0",
+            text(node.children[0].0)
+        ),
+        _ => format!("{value_only}: too large for a number"),
     }
 }
 
@@ -275,6 +395,8 @@ struct Resolver<'m> {
     model: &'m ir::Model,
     leaves: Vec<Expr>,
     diags: Vec<Diagnostic>,
+    /// The spans of the objective's nodes, in the order `outer` builds them (pre-order).
+    spans: Vec<ast::Span>,
 }
 
 impl Resolver<'_> {
@@ -297,6 +419,7 @@ impl Resolver<'_> {
 
     fn outer(&mut self, e: &ast::Expr) -> ObjectiveExpr {
         use ast::ExprKind as K;
+        self.spans.push(e.span);
         match &e.kind {
             K::Number { value, .. } => ObjectiveExpr::Num(self.number(*value, e.span)),
             K::Unary(_, a) => ObjectiveExpr::Neg(Box::new(self.outer(a))),

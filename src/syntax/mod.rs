@@ -336,8 +336,15 @@ fn primary(p: Pair<'_, Rule>) -> Expr {
             }
         }
         Rule::expr => {
+            // The span takes in the parentheses (only spaces and tabs may stand between), so that
+            // a diagnostic on an operation with a parenthesised operand underlines all of it:
+            // `(a + b) * c`, not `a + b) * c`.
+            let input = p.as_span().get_input();
+            let open = input[..span.start].trim_end_matches([' ', '\t']).len() - 1;
+            let after = &input[span.end..];
+            let close = span.end + (after.len() - after.trim_start_matches([' ', '\t']).len()) + 1;
             let mut e = expr(p);
-            e.span = span; // include nothing more: parentheses are not part of the inner span
+            e.span = Span::new(open, close);
             e
         }
         r => unreachable!("unexpected primary {r:?}"),
