@@ -615,6 +615,67 @@ fn a_full_disk_names_the_output() {
     }
 }
 
+/// An existing output file is replaced only if it could be written (a read-only one is exit 1
+/// and stays as it was), and the replacement keeps its permissions.
+#[cfg(unix)]
+#[test]
+fn existing_outputs_keep_their_permissions_and_read_only_ones_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("output-permissions");
+    let bd = write(&dir, "bd.rxn", "species X\n0 -> X @ 1\n");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let chmod =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    // Kept: a private file stays private (it became 0644).
+    let private = write(&dir, "private.csv", "old\n");
+    chmod(&private, 0o600);
+    let r = rxnc_in(
+        &dir,
+        &["simulate", s(&bd), "--t-end", "1", "--stats", "private.csv"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        std::fs::read_to_string(&private)
+            .unwrap()
+            .starts_with("time,name")
+    );
+    assert_eq!(mode(&private), 0o600);
+    // Refused: a read-only file, for a user other than root (root may write it, as with `>`).
+    let read_only = write(&dir, "read-only.csv", "precious\n");
+    chmod(&read_only, 0o444);
+    chmod(&dir, 0o777);
+    let mut command = Command::new(BIN);
+    command
+        .env("RXNC_CACHE_DIR", "off")
+        .env("NO_COLOR", "1")
+        .current_dir(&dir)
+        .args([
+            "simulate",
+            "bd.rxn",
+            "--t-end",
+            "1",
+            "--stats",
+            "read-only.csv",
+        ]);
+    // SAFETY: only drops privileges between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::geteuid() == 0 && libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let args = ["simulate", "--stats", "read-only.csv"];
+    let r = finish(&args, command.output().unwrap());
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    assert!(r.stderr.contains("not writable"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&read_only).unwrap(), "precious\n");
+    assert_eq!(mode(&read_only), 0o444);
+}
+
 /// A standard output closed at start (`rxnc ... >&-`) is exit 2 where the command would write
 /// there (before the work), not output lost with exit 0; a command writing only files runs.
 #[cfg(target_os = "linux")]
@@ -1369,6 +1430,50 @@ fn nan_propensity_is_an_error() {
         "{}",
         r.stderr
     );
+}
+
+/// A propensity that reads time and turns negative or NaN between events stops the trajectory
+/// at that time, whichever reaction fires next (it was read as 0, and a NaN silenced every
+/// reaction); one that stays valid to the horizon runs.
+#[test]
+fn a_propensity_turning_invalid_in_time_is_an_error() {
+    let dir = scratch("invalid-in-time");
+    for (rate, t_end, says) in [
+        (
+            "sqrt(1 - t)",
+            "3",
+            Some("`neg` is NaN at t = 1.000000000000000"),
+        ),
+        ("2 - t", "4", Some("`neg` is -")),
+        // Negative only for 0.9 < t < 1.1.
+        ("0.1 * ((t - 1)^2 - 0.01)", "3", Some("at t = 0.9")),
+        ("2 - t", "2", None),
+    ] {
+        let model = format!("species A, B\nneg: 0 -> A @= {rate}\npos: 0 -> B @= 5 + 0 * t\n");
+        write(&dir, "m.rxn", &model);
+        let r = rxnc_in(
+            &dir,
+            &[
+                "simulate", "m.rxn", "--t-end", t_end, "-n", "50", "--stats", "s.csv",
+            ],
+        );
+        match says {
+            Some(says) => {
+                assert_eq!(r.code, 1, "{rate}: {}", r.stderr);
+                assert!(
+                    r.stderr.contains("rxn::runtime::propensity"),
+                    "{}",
+                    r.stderr
+                );
+                assert!(
+                    r.stderr.contains(says),
+                    "{rate}: no `{says}` in {}",
+                    r.stderr
+                );
+            }
+            None => assert_eq!(r.code, 0, "{rate}: {}", r.stderr),
+        }
+    }
 }
 
 #[test]

@@ -770,6 +770,37 @@ fn derivatives_that_are_exactly_zero_are_warned_about() {
     }
 }
 
+/// A parameter that sets an initial count is warned about by every estimator and by fits: the
+/// count stays at the file's value, so its effect through it is left out (0 ± 0 here, where the
+/// true derivative is e^-1 per molecule).
+#[test]
+fn parameters_setting_initial_counts_are_warned_about() {
+    let dir = scratch("initial-count-param");
+    let ic = write(
+        &dir,
+        "ic.rxn",
+        "species X = n0\nparam n0 = 5 in [0, 100]\nparam k = 10, g = 1\n0 -> X @ k\nX -> 0 @ g\n",
+    );
+    let says = "warning: `n0` sets initial counts (X = 5), which stay at the file's values";
+    for estimator in ["gs-st", "score", "alt-path", "fd"] {
+        let r = grad(&ic, "mean(X)", "1", "40", &["--estimator", estimator]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stderr.contains(says), "{estimator}: {}", r.stderr);
+    }
+    let r = grad(
+        &write(&dir, "bd.rxn", BIRTH_DEATH),
+        "mean(X)",
+        "1",
+        "40",
+        &[],
+    );
+    assert!(!r.stderr.contains("initial counts"), "{}", r.stderr);
+    let data = write(&dir, "data.csv", "time,X\n1,7\n1,8\n1,9\n");
+    let r = rxnc(&["run", &ic, "--fit", &data, "-n", "20", "--steps", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(says), "{}", r.stderr);
+}
+
 /// A statistic of something infinite or NaN in some trajectory names that expression.
 #[test]
 fn non_finite_statistic_arguments_are_named() {

@@ -363,6 +363,10 @@ fn valid_inputs_summaries() {
         ),
         ("time_in_rates", "species A\n0 -> A @= 1 + t\nA -> 0 @ 1\n"),
         (
+            "names_spelled_like_non_finite_numbers",
+            "species Sus = 99, Inf = 1, Rec\nparam beta = 0.1, NaN = 1\nSus + Inf -> 2 Inf @ beta\nInf -> Rec @ NaN\n",
+        ),
+        (
             "bounds",
             "species A\nparam k = 0.5 in [0.001, 100], shift = 0 in [-1, 1]\n0 -> A @= k + shift\n",
         ),

@@ -188,6 +188,20 @@ impl PendingFile {
                     Ok(_) => std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf()),
                     Err(_) => dest.to_path_buf(),
                 };
+                // An existing file is replaced only if it could be written in place (as `>`
+                // would), and the replacement keeps its permissions and, where allowed, its owner.
+                let existing = found.ok();
+                #[cfg(unix)]
+                if existing.is_some() && !writable(&real) {
+                    return Err(Failure::input(
+                        format!(
+                            "cannot write `{}` (given to {flag}): {}",
+                            dest.display(),
+                            io::Error::last_os_error()
+                        ),
+                        "the file exists and is not writable: change its permissions or give another file",
+                    ));
+                }
                 let temp = real.with_file_name(format!(
                     ".{}.rxnc-{}.tmp",
                     real.file_name()
@@ -199,6 +213,13 @@ impl PendingFile {
                     interrupt::forget(interrupt_slot);
                     cannot(e)
                 })?;
+                #[cfg(unix)]
+                if let Some(meta) = &existing {
+                    use std::os::unix::fs::MetadataExt;
+                    // Best effort: only root may give a file away; the mode always follows.
+                    let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
+                    let _ = file.set_permissions(meta.permissions());
+                }
                 Ok(PendingFile {
                     interrupt_slot,
                     temp: Some(temp),
@@ -322,6 +343,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
         }
     }
     false
+}
+
+/// Whether this process may write `path` (`access(2)`, so root may write any file, as with `>`).
+#[cfg(unix)]
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 /// The descriptor a path names when it is one of this process's own (`/dev/stdout`, `/dev/fd/3`),

@@ -402,6 +402,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             data.columns.join(", ")
         );
     }
+    for q in 0..result.names.len() {
+        if let Some(note) = model.ir.initial_count_note(q) {
+            eprintln!("warning: {note}");
+        }
+    }
     let mut text = table(&result, &options, &data);
     text.push_str(&comparison_table(
         &comparison,

@@ -50,6 +50,9 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 struct Ticks {
     scientific: bool,
     digits: usize,
+    /// The span is wide enough (10 or more) that plotters' ticks are whole numbers: labelled
+    /// `20`, not `20.0`.
+    whole: bool,
 }
 
 impl Ticks {
@@ -62,9 +65,11 @@ impl Ticks {
         } else {
             3
         };
+        let scientific = scale >= 1e6 || (scale > 0.0 && scale < 1e-3);
         Ticks {
-            scientific: scale >= 1e6 || (scale > 0.0 && scale < 1e-3),
+            scientific,
             digits,
+            whole: !scientific && span >= 10.0,
         }
     }
 
@@ -72,6 +77,8 @@ impl Ticks {
         let digits = self.digits;
         if self.scientific {
             format!("{v:.digits$e}")
+        } else if self.whole && v.fract() == 0.0 {
+            format!("{v:.0}")
         } else {
             <plotters::coord::types::RangedCoordf64 as plotters::coord::ranged1d::ValueFormatter<
                 f64,
@@ -171,6 +178,103 @@ fn edge(times: &[f64], ys: &[f64], upper: bool) -> Vec<(f64, f64)> {
 }
 
 /// Normalised histograms of two samples on shared bins (integer bins for counts).
+type Chart<'a> = ChartContext<
+    'a,
+    SVGBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Draws the legend in the corner (or edge middle) of the panel that covers the fewest of
+/// `points` (what is drawn, in data coordinates), so that it hides no data point or curve when
+/// some corner is free: plotters' fixed place covered the last data point of rising curves.
+fn draw_legend(chart: &mut Chart, names: &[&str], points: &[(f64, f64)]) -> Result<(), Failed> {
+    let area = chart.plotting_area();
+    let (w, h) = area.dim_in_pixel();
+    let (w, h) = (w as i32, h as i32);
+    let (base_x, base_y) = area.get_base_pixel();
+    let pixels: Vec<(i32, i32)> = (points.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|p| {
+            let (x, y) = area.map_coordinate(p);
+            (x - base_x, y - base_y)
+        })
+        .collect();
+    // The legend box as plotters lays it out (12 px labels, a 30 px symbol column, 10 px
+    // margins), with the width of a label estimated at 7 px a character, generously.
+    let chars = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) as i32;
+    let legend = (30 + 20 + 7 * chars, 20 + 15 * names.len() as i32);
+    let best = least_covered(&pixels, (w, h), legend);
+    chart
+        .configure_series_labels()
+        .position(best)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
+/// Where a legend of size `legend` (pixels) in an area of size `area` covers the fewest of
+/// `pixels` (relative to the area's corner), in plotters' layout: corners first, upper right
+/// first.
+fn least_covered(
+    pixels: &[(i32, i32)],
+    area: (i32, i32),
+    legend: (i32, i32),
+) -> SeriesLabelPosition {
+    use SeriesLabelPosition as P;
+    let ((w, h), (lw, lh)) = (area, legend);
+    let place = |p: &P| {
+        let x = match p {
+            P::UpperLeft | P::MiddleLeft | P::LowerLeft => 5,
+            P::UpperMiddle | P::LowerMiddle => (w - lw) / 2,
+            _ => w - lw - 5,
+        };
+        let y = match p {
+            P::UpperLeft | P::UpperMiddle | P::UpperRight => 5,
+            P::MiddleLeft | P::MiddleRight => (h - lh) / 2,
+            _ => h - lh - 5,
+        };
+        (x, y)
+    };
+    let covered = |p: &P| {
+        let (x, y) = place(p);
+        (pixels.iter())
+            .filter(|&&(px, py)| px >= x - 4 && px <= x + lw + 4 && py >= y - 4 && py <= y + lh + 4)
+            .count()
+    };
+    let candidates = [
+        P::UpperRight,
+        P::UpperLeft,
+        P::LowerRight,
+        P::LowerLeft,
+        P::MiddleRight,
+        P::MiddleLeft,
+        P::UpperMiddle,
+        P::LowerMiddle,
+    ];
+    // `min_by_key` keeps the first of equals: the order above is the preference.
+    (candidates.iter())
+        .min_by_key(|p| covered(p))
+        .cloned()
+        .unwrap_or(P::UpperRight)
+}
+
+/// Points along a polyline, a few between each pair of vertices, so that a legend placed among
+/// sparse points does not hide the lines joining them.
+fn along(xs: &[f64], ys: &[f64]) -> Vec<(f64, f64)> {
+    let vertices: Vec<(f64, f64)> = xs.iter().copied().zip(ys.iter().copied()).collect();
+    let mut out = Vec::with_capacity(vertices.len() * 4);
+    for pair in vertices.windows(2) {
+        let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+        out.extend((0..4).map(|k| {
+            let f = k as f64 / 4.0;
+            (x0 + f * (x1 - x0), y0 + f * (y1 - y0))
+        }));
+    }
+    out.extend(vertices.last());
+    out
+}
+
 fn histogram(area: &Area, title: &str, series: &[(&str, RGBColor, &[f64])]) -> Result<(), Failed> {
     // Infinite and NaN values have no bin: they are left out (the warning about them is the
     // caller's).
@@ -238,13 +342,15 @@ fn histogram(area: &Area, title: &str, series: &[(&str, RGBColor, &[f64])]) -> R
                 Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.mix(0.5).filled())
             });
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    // A bar covers everything below its top.
+    let bars: Vec<(f64, f64)> = (density.iter().flatten().enumerate())
+        .flat_map(|(k, &d)| {
+            let x = start + ((k % bins) as f64 + 0.5) * width;
+            (0..=4).map(move |q| (x, d * q as f64 / 4.0))
+        })
+        .collect();
+    let names: Vec<&str> = series.iter().map(|s| s.0).collect();
+    draw_legend(&mut chart, &names, &bars)
 }
 
 /// One curve with its ± band per series over `times`; `points` marks series drawn as points with
@@ -366,13 +472,23 @@ fn bands(
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    let mut drawn: Vec<(f64, f64)> = Vec::new();
+    for s in series {
+        for sign in [-1.0, 0.0, 1.0] {
+            let ys: Vec<f64> = s
+                .mean
+                .iter()
+                .zip(&s.sd)
+                .map(|(m, d)| m + sign * d)
+                .collect();
+            drawn.extend(along(times, &ys));
+        }
+    }
+    for (_, ys) in extra_lines {
+        drawn.extend(along(times, ys));
+    }
+    let names: Vec<&str> = series.iter().map(|s| s.name).collect();
+    draw_legend(&mut chart, &names, &drawn)
 }
 
 fn loss_curve(area: &Area, result: &FitResult) -> Result<(), Failed> {
@@ -616,6 +732,32 @@ pub fn figure_bytes(path: &std::path::Path, svg: String) -> Result<Vec<u8>, Fail
 mod tests {
     use super::*;
 
+    /// The legend goes where it hides the fewest drawn points: upper right when free, else the
+    /// first free corner, else the least crowded place.
+    #[test]
+    fn the_legend_avoids_the_data() {
+        use SeriesLabelPosition as P;
+        let (area, legend) = ((400, 300), (100, 50));
+        let place = |pixels: &[(i32, i32)]| least_covered(pixels, area, legend);
+        // A rising curve (pixel y grows downwards) fills the upper right and lower left.
+        let rising: Vec<(i32, i32)> = (0..400).map(|x| (x, 300 - 3 * x / 4)).collect();
+        assert_eq!(place(&[]), P::UpperRight);
+        assert_eq!(place(&rising), P::UpperLeft);
+        // A falling one: the upper left and lower right.
+        let falling: Vec<(i32, i32)> = (0..400).map(|x| (x, 3 * x / 4)).collect();
+        assert_eq!(place(&falling), P::UpperRight);
+        // Rising and levelling off near the top (the last data point of a growth curve).
+        let saturating: Vec<(i32, i32)> = (0..400).map(|x| (x, 20 + 260 * 50 / (x + 50))).collect();
+        assert_eq!(place(&saturating), P::UpperLeft);
+        // Points everywhere but near the left edge's middle.
+        let crowd: Vec<(i32, i32)> = (0..400)
+            .flat_map(|x| (0..300).map(move |y| (x, y)))
+            .filter(|&(x, y)| !(x < 120 && (110..190).contains(&y)))
+            .step_by(7)
+            .collect();
+        assert_eq!(place(&crowd), P::MiddleLeft);
+    }
+
     /// Short curves are drawn through every point; long ones through at most two per run, which
     /// keep the ends, every run's extremes (a one-sample spike), and time order.
     #[test]
@@ -678,7 +820,9 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.contains("e18"), "{a}");
         assert_eq!(Ticks::new(0.0, 4.3e-9).text(&2e-9), "2.0e-9");
-        // Ordinary numbers are labelled as plotters does.
-        assert_eq!(Ticks::new(0.0, 20.0).text(&15.0), "15.0");
+        // Ordinary numbers are labelled as plotters does, whole ones on wide axes without `.0`.
+        assert_eq!(Ticks::new(0.0, 20.0).text(&15.0), "15");
+        assert_eq!(Ticks::new(0.0, 2.0).text(&1.5), "1.5");
+        assert_eq!(Ticks::new(0.0, 2.0).text(&1.0), "1.0");
     }
 }

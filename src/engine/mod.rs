@@ -748,7 +748,7 @@ impl<'m> Trajectory<'m> {
         loop {
             let t_next = if time_dependent {
                 let e: f64 = Exp1.sample(rng);
-                self.waiting_time_dependent(e, t_end)
+                self.waiting_time_dependent(e, t_end)?
             } else if self.a0 > 0.0 {
                 let e: f64 = Exp1.sample(rng);
                 self.t + e / self.a0
@@ -909,17 +909,36 @@ impl<'m> Trajectory<'m> {
     /// The next event time when propensities read time: the `s` at which the integrated total
     /// propensity `∫_t^s a0(x, u) du` reaches `e` (the state is fixed until then), found by
     /// adaptive Simpson quadrature and bisection; infinity if that is beyond `t_end`.
+    ///
+    /// A propensity that becomes negative, infinite or NaN at a quadrature point before the event
+    /// (`sqrt(1 - t)` past t = 1) stops the trajectory at the first such time found (bisected
+    /// from the last event, where all were valid): it was read as 0, and a NaN made the total 0,
+    /// so every reaction stopped silently.
     #[cold]
-    fn waiting_time_dependent(&mut self, e: f64, t_end: f64) -> f64 {
+    fn waiting_time_dependent(&mut self, e: f64, t_end: f64) -> Result<f64, SimError> {
         let (compiled, params, x) = (self.compiled, self.params, &self.x);
         let mut scratch = vec![0.0; self.a.len()];
-        let mut a0 = |u: f64| compiled.propensities(x, params, u, &mut scratch).max(0.0);
+        let valid = |a: &[f64], total: f64| {
+            total.is_finite() && a.iter().all(|v| (0.0..f64::INFINITY).contains(v))
+        };
+        // The earliest time at which a propensity was found invalid.
+        let mut invalid_at = f64::INFINITY;
+        let mut a0 = |u: f64| {
+            let total = compiled.propensities(x, params, u, &mut scratch);
+            if valid(&scratch, total) {
+                total
+            } else {
+                invalid_at = invalid_at.min(u);
+                0.0
+            }
+        };
         let simpson = |a0: &mut dyn FnMut(f64) -> f64, lo: f64, hi: f64| {
             (hi - lo) / 6.0 * (a0(lo) + 4.0 * a0(0.5 * (lo + hi)) + a0(hi))
         };
         let mut s = self.t;
         let mut acc = 0.0;
         let mut h = ((t_end - self.t) / 64.0).max(1e-12);
+        let mut event = f64::INFINITY;
         while s < t_end {
             h = h.min(t_end - s);
             let whole = simpson(&mut a0, s, s + h);
@@ -938,13 +957,30 @@ impl<'m> Trajectory<'m> {
                         + simpson(&mut a0, 0.5 * (s + mid), mid);
                     if acc + part >= e { hi = mid } else { lo = mid }
                 }
-                return hi;
+                event = hi;
+                break;
             }
             acc += halves;
             s += h;
             h *= 2.0;
         }
-        f64::INFINITY
+        if invalid_at > event.min(t_end) {
+            return Ok(event);
+        }
+        let (mut lo, mut hi) = (self.t, invalid_at);
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            let total = compiled.propensities(x, params, mid, &mut scratch);
+            if valid(&scratch, total) {
+                lo = mid
+            } else {
+                hi = mid
+            }
+        }
+        compiled.propensities(x, params, hi, &mut scratch);
+        let model = &compiled.model;
+        Err(propensity_failure(model, x, &scratch, hi, self.index)
+            .unwrap_or_else(|| overflowing_total(model, x, &scratch, hi, self.index)))
     }
 }
 

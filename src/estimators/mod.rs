@@ -491,6 +491,7 @@ pub fn estimate_gradient(
     let unseen = runners::unseen_reactions(compiled, params, options.estimator);
     let affects = model.params_affecting(&objective.leaves);
     let mut warnings: Vec<String> = unseen.iter().map(|(_, w)| w.clone()).collect();
+    warnings.extend((0..params.len()).filter_map(|q| model.initial_count_note(q)));
     for (q, (name, e)) in gradient.iter().enumerate() {
         let explained = unseen.iter().any(|(p, _)| *p == q);
         if affects[q] && !explained && e.estimate == 0.0 && e.stderr == 0.0 {

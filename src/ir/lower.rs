@@ -120,9 +120,20 @@ struct Lowerer<'a> {
     /// Whether the definition being resolved uses one that was too large to inline (reported
     /// once, where it is defined).
     uses_too_large: bool,
+    /// Whether the definition being resolved uses a constant whose value is not finite (reported
+    /// once, where that constant is defined).
+    uses_non_finite: bool,
+    /// The parameters read at their values in the file (initial counts, values, bounds), as
+    /// they are resolved.
+    params_read_as_numbers: Vec<usize>,
+    /// The constants whose value is not finite.
+    const_non_finite: Vec<bool>,
     /// The nodes of the rates and observables so far (see [`MAX_COMPILED_NODES`]).
     compiled_nodes: usize,
     param_values: Vec<Option<f64>>,
+    /// Whether resolving a parameter's value produced a diagnostic (a non-finite result is then
+    /// not reported again).
+    param_value_reported: Vec<bool>,
     param_progress: Vec<Progress>,
     /// Names being resolved, innermost last, to describe cycles.
     stack: Vec<String>,
@@ -138,8 +149,6 @@ fn reserved_reason(name: &str) -> Option<String> {
         Some(format!("`{name}` is a built-in function"))
     } else if name == "t" {
         Some("`t` is time".to_string())
-    } else if is_non_finite_word(name) {
-        Some(format!("`{name}` would read as a non-finite number"))
     } else {
         None
     }
@@ -212,10 +221,12 @@ impl<'a> Lowerer<'a> {
             }
         }
         self.const_exprs = vec![None; self.consts.len()];
+        self.const_non_finite = vec![false; self.consts.len()];
         self.const_progress = vec![Progress::Todo; self.consts.len()];
         self.obs_exprs = vec![None; self.observables.len()];
         self.obs_progress = vec![Progress::Todo; self.observables.len()];
         self.param_values = vec![None; self.params.len()];
+        self.param_value_reported = vec![false; self.params.len()];
         self.param_progress = vec![Progress::Todo; self.params.len()];
     }
 
@@ -321,9 +332,14 @@ impl<'a> Lowerer<'a> {
     fn species_init(&mut self, i: usize) -> Species {
         let d = self.species[i];
         let mut initial = 0;
+        let mut initial_params = Vec::new();
         if let Some(v) = &d.value {
             let reported = self.diags.len();
+            let outer = std::mem::take(&mut self.params_read_as_numbers);
             let e = self.resolve(v, Ctx::SpeciesInit);
+            initial_params = std::mem::replace(&mut self.params_read_as_numbers, outer);
+            initial_params.sort_unstable();
+            initial_params.dedup();
             // A non-finite literal is reported where it is written; an expression that
             // overflows (`1e200 * 1e200`) is reported here.
             let reported = self.diags.len() > reported;
@@ -363,6 +379,7 @@ impl<'a> Lowerer<'a> {
         Species {
             name: d.name.name.clone(),
             initial,
+            initial_params,
             span: d.name.span,
         }
     }
@@ -370,12 +387,44 @@ impl<'a> Lowerer<'a> {
     fn param(&mut self, i: usize) -> Param {
         let d = self.params[i];
         let value = self.param_value(i, d.name.span);
+        let before = self.diags.len();
         let bounds = d.bounds.as_ref().map(|(lo, hi)| {
             let lo_v = self.resolve(lo, Ctx::Bound).eval(&[], &[], 0.0);
             let hi_v = self.resolve(hi, Ctx::Bound).eval(&[], &[], 0.0);
             (lo_v, hi_v, lo.span.join(hi.span))
         });
+        let bounds_reported = self.diags.len() > before;
         let value_span = d.value.as_ref().map_or(d.name.span, |v| v.span);
+        // Values computed to infinity or NaN (`1e308 * 10`, `0/0`): a literal too large, an
+        // undeclared `inf` or a cycle is reported where it is written instead.
+        if !value.is_finite() && !self.param_value_reported[i] && d.value.is_some() {
+            self.diags.push(
+                Diagnostic::new(
+                    "rxn::non_finite",
+                    format!("the value of `{}` is {value}, not a finite number", d.name.name),
+                    value_span,
+                    format!("this is {value}"),
+                )
+                .with_help("a parameter's value must be a finite number: look for a division by zero or a product that overflows"),
+            );
+        }
+        if let Some((lo, hi, span)) = bounds
+            && !(lo.is_finite() && hi.is_finite())
+            && !bounds_reported
+        {
+            self.diags.push(
+                Diagnostic::new(
+                    "rxn::bounds",
+                    format!(
+                        "the bounds of `{}` must be finite numbers: they are [{lo}, {hi}]",
+                        d.name.name
+                    ),
+                    span,
+                    "not finite",
+                )
+                .with_help("write finite bounds `in [lo, hi]`, or leave them out for a positive rate (fitted in log space)"),
+            );
+        }
         match bounds {
             Some((lo, hi, span)) if lo.is_finite() && hi.is_finite() && lo >= hi => {
                 self.diags.push(
@@ -443,10 +492,19 @@ impl<'a> Lowerer<'a> {
         let d = self.params[i];
         self.param_progress[i] = Progress::Active;
         self.stack.push(d.name.name.clone());
+        let before = self.diags.len();
+        let (outer, outer_non_finite) = (
+            std::mem::take(&mut self.uses_too_large),
+            std::mem::take(&mut self.uses_non_finite),
+        );
         let v = match &d.value {
             Some(e) => self.resolve(e, Ctx::ParamValue).eval(&[], &[], 0.0),
             None => f64::NAN,
         };
+        self.param_value_reported[i] =
+            self.diags.len() > before || self.uses_too_large || self.uses_non_finite;
+        self.uses_too_large |= outer;
+        self.uses_non_finite |= outer_non_finite;
         self.stack.pop();
         self.param_progress[i] = Progress::Done;
         self.param_values[i] = Some(v);
@@ -458,6 +516,7 @@ impl<'a> Lowerer<'a> {
             Progress::Done => {
                 let e = self.const_exprs[i].clone();
                 self.uses_too_large |= e.is_none();
+                self.uses_non_finite |= self.const_non_finite[i];
                 return e.unwrap_or(Expr::Num(f64::NAN));
             }
             Progress::Active => {
@@ -470,13 +529,42 @@ impl<'a> Lowerer<'a> {
         self.const_progress[i] = Progress::Active;
         self.stack.push(d.name.name.clone());
         let outer = std::mem::take(&mut self.uses_too_large);
+        let outer_non_finite = std::mem::take(&mut self.uses_non_finite);
+        let before = self.diags.len();
         let e = match &d.value {
             Some(v) => self.resolve(v, Ctx::Const),
             None => Expr::Num(f64::NAN),
         };
+        // A constant of numbers alone computed to infinity or NaN (`1e308 * 10`, `0/0`); one
+        // that reads parameters is checked where it is used, at their values then.
+        let mut reads_params = false;
+        e.visit_params(&mut |_| reads_params = true);
+        let value = if reads_params {
+            0.0
+        } else {
+            e.eval(&[], &[], 0.0)
+        };
+        self.const_non_finite[i] = !value.is_finite();
+        if let Some(v) = &d.value
+            && !value.is_finite()
+            && self.diags.len() == before
+            && !self.uses_too_large
+            && !self.uses_non_finite
+        {
+            self.diags.push(
+                Diagnostic::new(
+                    "rxn::non_finite",
+                    format!("the value of `{}` is {value}, not a finite number", d.name.name),
+                    v.span,
+                    format!("this is {value}"),
+                )
+                .with_help("a constant must be a finite number: look for a division by zero or a product that overflows"),
+            );
+        }
         self.stack.pop();
         let e = self.within_limits(e, Substituted::Constant(&d.name.name), d.name.span);
         self.uses_too_large |= outer;
+        self.uses_non_finite = outer_non_finite || self.const_non_finite[i];
         self.const_progress[i] = Progress::Done;
         self.const_exprs[i] = e.clone();
         e.unwrap_or(Expr::Num(f64::NAN))
@@ -710,7 +798,10 @@ impl<'a> Lowerer<'a> {
                 );
                 bad
             }
-            Entity::Param(i) if ctx.numeric() => Expr::Num(self.param_value(i, id.span)),
+            Entity::Param(i) if ctx.numeric() => {
+                self.params_read_as_numbers.push(i);
+                Expr::Num(self.param_value(i, id.span))
+            }
             Entity::Param(i) => Expr::Param(i),
             Entity::Const(i) => {
                 let e = self.const_expr(i, id.span);
@@ -721,6 +812,7 @@ impl<'a> Lowerer<'a> {
                     let values: Vec<f64> = (0..self.params.len())
                         .map(|j| {
                             if expr_reads_param(&e, j) {
+                                self.params_read_as_numbers.push(j);
                                 self.param_value(j, id.span)
                             } else {
                                 f64::NAN

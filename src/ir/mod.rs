@@ -295,6 +295,10 @@ pub struct Species {
     pub name: String,
     /// Initial copy number.
     pub initial: i64,
+    /// The free parameters the initial copy number was computed from, at their values in the
+    /// file: gradients and fits do not move initial counts (see
+    /// [`Model::initial_count_note`]).
+    pub initial_params: Vec<usize>,
     /// Where it was declared.
     pub span: Span,
 }
@@ -402,6 +406,24 @@ impl Model {
     /// Index of a reaction by name.
     pub fn reaction_index(&self, name: &str) -> Option<usize> {
         self.reactions.iter().position(|r| r.name == name)
+    }
+
+    /// For a parameter that initial counts are computed from, a sentence saying that those stay
+    /// at their values in the file, so that gradients and fits leave that effect out.
+    pub fn initial_count_note(&self, q: usize) -> Option<String> {
+        let counts: Vec<String> = (self.species.iter())
+            .filter(|s| s.initial_params.contains(&q))
+            .map(|s| format!("{} = {}", s.name, s.initial))
+            .collect();
+        (!counts.is_empty()).then(|| {
+            let name = &self.params[q].name;
+            format!(
+                "`{name}` sets initial counts ({}), which stay at the file's values: the \
+                 derivative with respect to `{name}` leaves out its effect through them, and a \
+                 fit does not move them (docs/language.md, species)",
+                counts.join(", ")
+            )
+        })
     }
 
     /// For each parameter, whether it can change any of `exprs` (expressions over species and
