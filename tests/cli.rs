@@ -832,6 +832,63 @@ fn simulate_default_grid_is_a_hundredth_of_the_horizon() {
     assert!(rows[101].starts_with("0,10,"), "{}", rows[101]);
 }
 
+/// A species or observable named like the trajectories CSV's own columns is warned about where
+/// those rows are written (the header repeats the name), not for --stats alone.
+#[test]
+fn names_clashing_with_csv_columns_are_warned_about() {
+    let dir = scratch("clashing-names");
+    write(
+        &dir,
+        "m.rxn",
+        "species time = 1, A\nobservable trajectory = A\ntime -> A @ 1\n",
+    );
+    let r = rxnc_in(&dir, &["simulate", "m.rxn", "--t-end", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("trajectory,time,time,A,trajectory\n"),
+        "{}",
+        r.stdout
+    );
+    for (kind, name) in [("species", "time"), ("observable", "trajectory")] {
+        let says = format!("warning: {kind} `{name}` has the name of the trajectories CSV's own");
+        assert!(r.stderr.contains(&says), "{}", r.stderr);
+    }
+    let r = rxnc_in(
+        &dir,
+        &["simulate", "m.rxn", "--t-end", "1", "--stats", "s.csv"],
+    );
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+}
+
+/// The sampling times are multiples of DT written as decimals, and end at T itself, also when
+/// the last multiple is within rounding of T.
+#[test]
+fn simulate_grid_times_end_at_the_horizon() {
+    let bd = example("birth_death.rxn");
+    let times = |t_end: &str, every: &str| -> Vec<String> {
+        let r = rxnc(&["simulate", s(&bd), "--t-end", t_end, "--every", every]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        lines(&r.stdout)[1..]
+            .iter()
+            .map(|row| row.split(',').nth(1).unwrap().to_string())
+            .collect()
+    };
+    let case = |t_end, every, expected: &[&str]| assert_eq!(times(t_end, every), expected);
+    case("1", "0.3", &["0", "0.3", "0.6", "0.9", "1"]);
+    case("0.3", "0.1", &["0", "0.1", "0.2", "0.3"]);
+    case(
+        "0.3000000000000001",
+        "0.1",
+        &["0", "0.1", "0.2", "0.3000000000000001"],
+    );
+    case(
+        "1",
+        "0.33333333333",
+        &["0", "0.33333333333", "0.66666666666", "1"],
+    );
+    case("1", "5", &["0", "1"]);
+}
+
 #[test]
 fn simulate_writes_out_and_stats_files() {
     let dir = scratch("files");
@@ -1041,6 +1098,28 @@ fn non_finite_observables_are_summarised_and_named() {
     assert!(
         r.stderr
             .contains("`inverse` is infinite or NaN in some trajectories at 2 of 3 sampling times (the first t = 10)"),
+        "{}",
+        r.stderr
+    );
+    // The trajectories' rows keep inf and NaN as they are, with a warning counting the rows
+    // (exp(1000 A) overflows at t = 0 in all four; by t = 10 every A has decayed).
+    let r = rxnc_in(
+        &dir,
+        &[
+            "simulate", "m.rxn", "--t-end", "20", "--every", "10", "-n", "4",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.lines().nth(1).unwrap().contains(",inf,-inf,NaN,"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains(
+            "warning: observable `big` is infinite or NaN in 4 rows of the trajectories (the \
+             first: trajectory 0, t = 0)"
+        ),
         "{}",
         r.stderr
     );

@@ -423,6 +423,30 @@ fn coefficients_with_and_without_space() {
     }
 }
 
+/// Many molecules of one species: the coefficient is finite where the falling factorial and s!
+/// overflow (s! from s = 171, x^s sooner), and exact whole numbers up to 20 molecules.
+#[test]
+fn binomial_coefficients_of_many_molecules() {
+    let m = parse("species A = 171, B = 10000, C = 50\n171 A -> 0 @ 1\n100 B -> 0 @ 1e-250\n25 C -> 0 @ 1\n20 C -> 0 @ 1\n").ir;
+    let x = [171.0, 10000.0, 50.0];
+    let a = |j: usize, x: &[f64]| m.reactions[j].propensity.eval(x, &[], 0.0);
+    let close = |v: f64, exact: f64| (v - exact).abs() <= 1e-12 * exact;
+    assert!(close(a(0, &x), 1.0), "C(171, 171) = {}", a(0, &x));
+    // C(10000, 100) = 6.520846924547257e241 (Python's math.comb).
+    assert!(
+        close(a(1, &x), 6.520846924547257e241 * 1e-250),
+        "{}",
+        a(1, &x)
+    );
+    assert!(
+        close(a(2, &x), 126410606437752.0),
+        "C(50, 25) = {}",
+        a(2, &x)
+    );
+    assert_eq!(a(3, &x), 47129212243960.0, "C(50, 20), exactly");
+    assert_eq!(a(0, &[170.0, 0.0, 0.0]), 0.0, "too few molecules");
+}
+
 #[test]
 fn mass_action_uses_binomial_coefficients() {
     let m = parse("species A = 5, B = 4\nparam k = 2\n3A + 2B -> 0 @ k\n2A -> A @ 1\n").ir;
@@ -496,6 +520,34 @@ fn precedence_and_associativity() {
     ] {
         assert_eq!(eval_const(&m, name), value, "{name}");
     }
+}
+
+/// The summary prints expressions that read back to the same values: a negative number under a
+/// power keeps its parentheses, tiny and huge numbers are in scientific notation.
+#[test]
+fn printed_expressions_read_back_the_same() {
+    let consts = "a = (-2)^2, b = -2^2, c = (-1.5)^3 * -(2)^2, d = 1e-320 * 1e300, e = 2^-2, \
+                  f = 1e308 / 1e300, g = 0.1 + 0.2, h = -(-3)";
+    let m = parse(&format!(
+        "species A\nparam k = 2\nconst {consts}\n0 -> A @= k * 0.5\n"
+    ));
+    let summary = m.ir.summary();
+    for name in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+        let line = summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no `{name}` in\n{summary}"));
+        let printed = line.split_once("= ").unwrap().1;
+        let printed = printed.split("  (=").next().unwrap().trim();
+        let again = parse(&format!("species A\nconst x = {printed}\n0 -> A @ 1\n"));
+        assert_eq!(
+            eval_const(&again, "x"),
+            eval_const(&m, name),
+            "{name} = {printed}"
+        );
+    }
+    assert!(summary.contains("(-2) ^ 2"), "{summary}");
+    assert!(summary.contains("1e-320"), "{summary}");
 }
 
 #[test]

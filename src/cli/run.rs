@@ -1,7 +1,7 @@
 //! `rxnc run FILE --fit DATA.csv`: fit the free parameters to data.
 
 use super::output::{PendingFile, print_stdout};
-use super::simulate::{cell, num, sim_failure};
+use super::simulate::{cell, num, plural, sim_failure};
 use super::{Failure, style};
 use crate::Model;
 use crate::driver::loss::LossKind;
@@ -607,13 +607,4 @@ fn table(r: &FitResult, o: &FitOptions, data: &data::Data) -> String {
         );
     }
     out
-}
-
-/// `n` things, in the singular for one.
-fn plural(n: usize, thing: &str) -> String {
-    if n == 1 {
-        format!("1 {thing}")
-    } else {
-        format!("{n} {thing}s")
-    }
 }

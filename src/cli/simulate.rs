@@ -122,7 +122,7 @@ pub fn compile_failure(model: &Model, e: crate::jit::JitError) -> Failure {
         Some(r) => {
             let d = Diagnostic::new("rxn::too_large", e.to_string(), rate_span(model, r), "this rate")
                 .with_help(
-                    "gradients need these derivatives, and they grow with the rate's nesting (a tower of powers, a function of a function): simplify the rate law; rxnc simulate does not need them",
+                    "gradients need these derivatives, and they grow with the rate's nesting (a tower of powers, a function of a function) and, for mass action, as the square of the number of molecules of one species a reaction takes (`250 A -> ...`): simplify the rate law; rxnc simulate does not need them",
                 );
             model_diagnostic(model, d)
         }
@@ -174,6 +174,15 @@ fn rate_span(model: &Model, r: &crate::ir::Reaction) -> Span {
     }
     let begin = r.span.start + from + lead;
     Span::new(begin, begin + trimmed.len())
+}
+
+/// `n` things, in the singular for one.
+pub fn plural(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
 }
 
 /// A number for a message: plain when short, in scientific notation when very large or small.
@@ -425,6 +434,18 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
         (None, false) => None,
     }
     .map(|out| TrajectoryWriter::new(out, &compiled));
+    if rows.is_some() {
+        let ir = &model.ir;
+        let names = (ir.species.iter().map(|s| ("species", &s.name)))
+            .chain(ir.observables.iter().map(|o| ("observable", &o.name)));
+        for (kind, name) in names.filter(|(_, n)| ["trajectory", "time"].contains(&n.as_str())) {
+            eprintln!(
+                "warning: {kind} `{name}` has the name of the trajectories CSV's own `{name}` \
+                 column: the header holds `{name}` twice, which tools reading columns by name \
+                 cannot tell apart; rename the {kind}"
+            );
+        }
+    }
     let mut figure = args.plot.is_some().then(|| FigureSamples::new(&compiled));
     let mut rows_closed = false;
     let simulated = Ensemble::run_in_batches(
@@ -478,6 +499,21 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     if rows_closed && moments.is_none() {
         // The rows were all there was to write: a closed pipe ends the run quietly.
         return Ok(());
+    }
+    // Rows hold inf and NaN as written; say so (the statistics' warning below covers --stats).
+    if let (Some(w), None) = (&rows, &moments) {
+        let counts = w.non_finite_observables();
+        for (o, seen) in counts.iter().enumerate() {
+            if let Some((trajectory, t)) = seen.first {
+                eprintln!(
+                    "warning: observable `{}` is infinite or NaN in {} of the trajectories \
+                     (the first: trajectory {trajectory}, t = {})",
+                    model.ir.observables[o].name,
+                    plural(seen.rows, "row"),
+                    num(t)
+                );
+            }
+        }
     }
     drop(rows);
 

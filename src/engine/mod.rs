@@ -8,7 +8,9 @@
 
 mod output;
 
-pub use output::{EnsembleMoments, StatRow, TrajectoryWriter, write_stats, write_trajectories};
+pub use output::{
+    EnsembleMoments, NonFiniteRows, StatRow, TrajectoryWriter, write_stats, write_trajectories,
+};
 
 use crate::ir;
 use crate::jit::CompiledModel;
@@ -96,14 +98,12 @@ impl SimOptions {
                 }
             })
             .collect();
-        if times
-            .last()
-            .is_some_and(|&l| (self.t_end - l) > 1e-9 * self.t_end)
-        {
-            times.push(self.t_end);
-        }
-        if let Some(l) = times.last_mut() {
-            *l = l.min(self.t_end);
+        // The last time is T itself: a multiple of `every` within rounding of T (0.99999999999
+        // for every = 0.33333333333) becomes T, rather than T following it.
+        match times.last_mut() {
+            Some(l) if (self.t_end - *l) > 1e-9 * self.t_end => times.push(self.t_end),
+            Some(l) => *l = self.t_end,
+            None => times.push(self.t_end),
         }
         times
     }
@@ -429,9 +429,15 @@ impl fmt::Display for SimError {
             } => write!(
                 f,
                 "the propensity of reaction `{reaction}` is {value} at t = {shown_time} in trajectory {trajectory} \
-                 (state: {}); propensities must be finite and non-negative. Check its rate law for \
-                 subtractions, divisions by zero, or logarithms of zero",
+                 (state: {}); propensities must be finite and non-negative. {}",
                 state_text(state),
+                if *value == f64::INFINITY {
+                    "Check its rate law for overflow: a large rate constant times the many \
+                     combinations of reactant molecules, a power or exp of a large count, or a \
+                     division by zero"
+                } else {
+                    "Check its rate law for subtractions, divisions by zero, or logarithms of zero"
+                },
                 value = Shown(*value),
                 shown_time = Shown(*time)
             ),

@@ -82,6 +82,24 @@ pub struct TrajectoryWriter<W: Write> {
     /// The texts of the sampling times, one after another, and where each ends.
     time_text: TimeText,
     observables: usize,
+    /// Per observable, the rows written where it is infinite or NaN.
+    non_finite: Vec<NonFiniteRows>,
+}
+
+/// The rows of the trajectories CSV in which one observable is infinite or NaN.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NonFiniteRows {
+    /// How many.
+    pub rows: usize,
+    /// The first: its trajectory and time.
+    pub first: Option<(usize, f64)>,
+}
+
+impl NonFiniteRows {
+    fn merge(&mut self, other: &NonFiniteRows) {
+        self.rows += other.rows;
+        self.first = self.first.or(other.first);
+    }
 }
 
 /// The sampling times as text, formatted once (on grids of up to [`CACHED_TIMES`] times; longer
@@ -167,7 +185,14 @@ impl<W: Write> TrajectoryWriter<W> {
             header: Some(header),
             time_text: TimeText::default(),
             observables: compiled.model.observables.len(),
+            non_finite: vec![NonFiniteRows::default(); compiled.model.observables.len()],
         }
+    }
+
+    /// Per observable (in declaration order), the rows written so far that hold an infinite or
+    /// NaN value of it.
+    pub fn non_finite_observables(&self) -> &[NonFiniteRows] {
+        &self.non_finite
     }
 
     fn write_header(&mut self) -> std::io::Result<()> {
@@ -221,8 +246,11 @@ impl<W: Write> TrajectoryWriter<W> {
             } else {
                 super::ThreadBudget::exactly(1)
             };
-            for text in super::map_range_on(threads, start..end, piece, |_| false) {
+            for (text, non_finite) in super::map_range_on(threads, start..end, piece, |_| false) {
                 self.out.write_all(&text)?;
+                for (total, seen) in self.non_finite.iter_mut().zip(&non_finite) {
+                    total.merge(seen);
+                }
             }
         }
         Ok(())
@@ -257,9 +285,10 @@ impl Rows<'_> {
         observables: usize,
         compiled: &CompiledModel,
         params: &[f64],
-    ) -> Vec<u8> {
+    ) -> (Vec<u8>, Vec<NonFiniteRows>) {
         let (mut f, mut for_time) = (NumberFormat::new(), NumberFormat::new());
         let mut obs = vec![0.0; observables];
+        let mut non_finite = vec![NonFiniteRows::default(); observables];
         let mut text = Vec::new();
         let mut label = f.int(self.index as i64).to_vec();
         label.push(b',');
@@ -272,15 +301,22 @@ impl Rows<'_> {
                 text.extend_from_slice(f.int(v));
             }
             if !obs.is_empty() {
-                compiled.observables(x, params, self.batch.times[k], &mut obs);
-                for &v in &obs {
+                let t = self.batch.times[k];
+                compiled.observables(x, params, t, &mut obs);
+                for (&v, seen) in obs.iter().zip(&mut non_finite) {
                     text.push(b',');
                     text.extend_from_slice(f.float(v));
+                    if !v.is_finite() {
+                        seen.merge(&NonFiniteRows {
+                            rows: 1,
+                            first: Some((self.index, t)),
+                        });
+                    }
                 }
             }
             text.push(b'\n');
         }
-        text
+        (text, non_finite)
     }
 }
 

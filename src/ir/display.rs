@@ -11,6 +11,8 @@ impl Model {
 
     fn fmt_expr(&self, e: &Expr, parent: u8) -> String {
         let (s, prec) = match e {
+            // A negative number binds like unary minus: (-2)^2 is not -2 ^ 2 (= -4).
+            Expr::Num(v) if v.is_sign_negative() => (fmt_num(*v), 3),
             Expr::Num(v) => (fmt_num(*v), 9),
             Expr::Species(i) => (self.species[*i].name.clone(), 9),
             Expr::Param(i) => (self.params[*i].name.clone(), 9),
@@ -183,6 +185,7 @@ impl Model {
 /// An IR expression with raw indices (`x[0]`, `p[1]`).
 pub fn ir_expr(e: &Expr) -> String {
     match e {
+        Expr::Num(v) if v.is_sign_negative() => format!("({})", fmt_num(*v)),
         Expr::Num(v) => fmt_num(*v),
         Expr::Species(i) => format!("x[{i}]"),
         Expr::Param(i) => format!("p[{i}]"),
@@ -209,7 +212,13 @@ pub fn ir_expr(e: &Expr) -> String {
     }
 }
 
-/// A number in the shortest form that reads back to the same value.
+/// A number in the shortest form that reads back to the same value, in scientific notation when
+/// very large or small (`1e-320`, not 320 digits).
 pub fn fmt_num(v: f64) -> String {
-    format!("{v}")
+    let a = v.abs();
+    if a != 0.0 && a.is_finite() && !(1e-5..1e16).contains(&a) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
 }
