@@ -446,8 +446,24 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
     expected.sort_unstable();
     expected.dedup();
     let pos = pos.min(text.len());
+    // An error at the end of a line that ends in a comment (`A -> 0 # @ 1`) is placed where the
+    // code ends, not after the comment (`#` always starts one: the language has no strings).
+    let pos = {
+        let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+        let before = &text[line_start..pos];
+        match before.find('#') {
+            Some(hash) if text[pos..].starts_with(['\n', '\r']) || pos == text.len() => {
+                line_start + before[..hash].trim_end().len()
+            }
+            _ => pos,
+        }
+    };
     let rest: &str = text[pos..].split(['\n', '\r']).next().unwrap_or("");
-    let first = rest.chars().next();
+    // Only a comment left: the line has ended.
+    let first = rest
+        .chars()
+        .next()
+        .filter(|_| !rest.trim_start().starts_with('#'));
     let found_token: String = match first {
         None => "end of line".to_string(),
         Some(c) if c.is_alphanumeric() || c == '_' => {
@@ -642,6 +658,15 @@ fn syntax_help(text: &str, pos: usize, expected: &[&str]) -> Hint {
             .is_some_and(|b| !before[b..].contains(']'));
         let specific = if in_bounds && first_word == "param" {
             "bounds are two values in brackets: `in [lo, hi]`. ".to_string()
+        } else if word == "in" && first_word != "param" {
+            let value = match first_word.as_str() {
+                "species" => "a species' value is its initial count",
+                "const" => "a constant is fixed",
+                _ => "an observable is an expression",
+            };
+            format!("only parameters take bounds (`param k = 1 in [0, 2]`); {value}. ")
+        } else if found == Some('(') && before.trim_end().ends_with(" in") {
+            "bounds are written in square brackets: `in [lo, hi]`. ".to_string()
         } else if expected == ["`=`"] {
             format!("{what} needs a value: `{first_word} name = value`. ")
         } else if found.is_none() && prev == Some(',') {
@@ -674,6 +699,11 @@ fn syntax_help(text: &str, pos: usize, expected: &[&str]) -> Hint {
                 "write the rate after `@` (mass action: `A -> B @ k`) or `@=` (the whole propensity)",
             );
         }
+    }
+    if has_arrow && word == "in" {
+        return Hint::help(
+            "bounds belong to a parameter's declaration: `param k = 0.5 in [0, 1]`, then `A -> 0 @ k`",
+        );
     }
     if has_arrow && !word.is_empty() && expected.contains(&"an operator") {
         return Hint::help(
