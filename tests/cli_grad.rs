@@ -770,6 +770,39 @@ fn derivatives_that_are_exactly_zero_are_warned_about() {
     }
 }
 
+/// A parameter that cannot affect the objective gets its exact derivative, 0 ± 0, from every
+/// estimator (not the estimator's noise around 0), without a warning; the others are estimated.
+#[test]
+fn parameters_that_cannot_affect_the_objective_have_derivative_zero() {
+    let dir = scratch("structural-zero");
+    let two = write(
+        &dir,
+        "two.rxn",
+        "species X = 0, Y = 0\nparam k = 10, ky = 3\n0 -> X @ k\nX -> 0 @ 1\n0 -> Y @ ky\nY -> 0 @ 1\n",
+    );
+    for estimator in ["gs-st", "score", "alt-path", "fd"] {
+        let r = grad(
+            &two,
+            "mean(X)",
+            "1",
+            "200",
+            &["--estimator", estimator, "--json"],
+        );
+        assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{estimator}");
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let (ky, k) = (&v["gradient"]["ky"], &v["gradient"]["k"]);
+        assert_eq!(
+            (ky["estimate"].as_f64(), ky["stderr"].as_f64()),
+            (Some(0.0), Some(0.0))
+        );
+        assert!(
+            k["estimate"].as_f64().unwrap() > 0.0,
+            "{estimator}: {}",
+            r.stdout
+        );
+    }
+}
+
 /// A parameter that sets an initial count is warned about by every estimator and by fits: the
 /// count stays at the file's value, so its effect through it is left out (0 ± 0 here, where the
 /// true derivative is e^-1 per molecule).

@@ -450,6 +450,7 @@ pub fn estimate_gradient(
             what,
         });
     }
+    let affects = model.params_affecting(&objective.leaves);
     let mut gradient = Vec::with_capacity(params.len());
     for (q, p) in model.params.iter().enumerate() {
         let e = Estimate {
@@ -483,13 +484,24 @@ pub fn estimate_gradient(
                 ),
             });
         }
+        // A parameter that cannot affect the objective (no reaction it reaches changes a species
+        // the objective reads, and the objective does not read it) has the exact derivative 0:
+        // report that rather than the estimator's noise around it (score's weights, fd's
+        // perturbations of the others).
+        let e = if affects[q] {
+            e
+        } else {
+            Estimate {
+                estimate: 0.0,
+                stderr: 0.0,
+            }
+        };
         gradient.push((p.name.clone(), e));
     }
     // A derivative that is exactly 0 in every trajectory for a parameter that can affect the
     // objective: the estimator saw nothing (a temperature too low to relax the choice, a width
     // too small to change any trajectory, a reaction that cannot fire), not a measured 0.
     let unseen = runners::unseen_reactions(compiled, params, options.estimator);
-    let affects = model.params_affecting(&objective.leaves);
     let mut warnings: Vec<String> = unseen.iter().map(|(_, w)| w.clone()).collect();
     warnings.extend((0..params.len()).filter_map(|q| model.initial_count_note(q)));
     for (q, (name, e)) in gradient.iter().enumerate() {
