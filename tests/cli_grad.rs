@@ -767,6 +767,23 @@ fn derivatives_that_are_exactly_zero_are_warned_about() {
             "{objective} {extra:?}: {}",
             r.stderr
         );
+        assert!(!r.stderr.contains("likely the true"), "{}", r.stderr);
+    }
+    // A propensity that does not change with the parameter where the trajectories start (a max
+    // on its other branch): the warning says the 0 is likely true.
+    let flat = write(
+        &dir,
+        "flat.rxn",
+        "species X\nparam a = 1\n0 -> X @= max(a, 2)\nX -> 0 @ 1\n",
+    );
+    for estimator in ["gs-st", "score", "alt-path", "fd"] {
+        let r = grad(&flat, "mean(X)", "1", "40", &["--estimator", estimator]);
+        assert!(r.stderr.contains(&says("a")), "{estimator}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("likely the true local derivative"),
+            "{}",
+            r.stderr
+        );
     }
 }
 

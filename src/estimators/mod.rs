@@ -504,9 +504,29 @@ pub fn estimate_gradient(
     let unseen = runners::unseen_reactions(compiled, params, options.estimator);
     let mut warnings: Vec<String> = unseen.iter().map(|(_, w)| w.clone()).collect();
     warnings.extend((0..params.len()).filter_map(|q| model.initial_count_note(q)));
+    // Whether no propensity changes with parameter q at the initial state (a `max(a, 2)` on its
+    // other branch, a factor that is 0): an exact 0 is then likely the true local derivative.
+    // Derived symbolically here, for the rare parameter that needs it (fd has no partials kernel).
+    let flat_at_start = |q: usize| {
+        let x: Vec<f64> = model.initial_state().iter().map(|&v| v as f64).collect();
+        model.reactions.iter().all(|r| {
+            crate::ir::derive::derive(&r.propensity, crate::ir::derive::Var::Param(q))
+                .eval(&x, params, 0.0)
+                == 0.0
+        })
+    };
     for (q, (name, e)) in gradient.iter().enumerate() {
         let explained = unseen.iter().any(|(p, _)| *p == q);
-        if affects[q] && !explained && e.estimate == 0.0 && e.stderr == 0.0 {
+        let exact_zero = affects[q] && !explained && e.estimate == 0.0 && e.stderr == 0.0;
+        if exact_zero && flat_at_start(q) {
+            warnings.push(format!(
+                "d/d{name} is exactly 0 in every trajectory, and no propensity changes with \
+                 `{name}` at the initial state (a min or max on its other branch, a factor that is \
+                 0): likely the true local derivative, though {name_} would also miss an effect \
+                 that only other states show",
+                name_ = options.estimator.name()
+            ));
+        } else if exact_zero {
             warnings.push(format!(
                 "d/d{name} is exactly 0 in every trajectory although `{name}` can affect the \
                  objective: {name_} saw no effect of it here, which may be a blind spot rather \
