@@ -596,18 +596,19 @@ fn non_finite_estimates_name_the_estimator_and_the_place() {
                 "mean(X) / (mean(X) - mean(X))",
                 "`mean(X) / (mean(X) - mean(X))` divides by `(mean(X) - mean(X))`, which is 0",
             ),
-            // The constant species has sd 0, where sd is not differentiable.
+            // X - X has sd 0, where sd is not differentiable. (The constant species Y depends on
+            // no parameter: sd(Y) has the exact derivative 0.)
             (
-                "1 + sd(Y)",
-                "`sd(Y)` is 0 (every trajectory ends with the same value)",
+                "1 + sd(X - X)",
+                "`sd(X - X)` is 0 (every trajectory ends with the same value)",
             ),
             (
                 "0^mean(X)",
                 "`0^mean(X)` has no derivative with respect to its power where its base is 0",
             ),
             (
-                "sqrt(mean(Y) - 5)",
-                "`sqrt(mean(Y) - 5)` has an infinite derivative where `mean(Y) - 5` is 0",
+                "sqrt(mean(X - X))",
+                "`sqrt(mean(X - X))` has an infinite derivative where `mean(X - X)` is 0",
             ),
             (
                 "(mean(Y) - 6)^0.5",

@@ -445,6 +445,15 @@ fn binomial_coefficients_of_many_molecules() {
     );
     assert_eq!(a(3, &x), 47129212243960.0, "C(50, 20), exactly");
     assert_eq!(a(0, &[170.0, 0.0, 0.0]), 0.0, "too few molecules");
+    // Step by step, whole numbers stay exact: C(23, 21), C(26, 21), C(30, 21).
+    let m = parse("species A = 23\n21 A -> 0 @ 1\n").ir;
+    for (x, exact) in [(23.0, 253.0), (26.0, 65780.0), (30.0, 14307150.0)] {
+        assert_eq!(
+            m.reactions[0].propensity.eval(&[x], &[], 0.0),
+            exact,
+            "C({x}, 21)"
+        );
+    }
 }
 
 #[test]

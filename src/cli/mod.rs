@@ -217,7 +217,13 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let code = match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    if let Err(Failure::Output(text)) = output::stdout_open() {
+                        eprintln!("error: {text}");
+                        return 2;
+                    }
+                    0
+                }
                 _ => 1,
             };
             let _ = e.print();

@@ -192,13 +192,9 @@ impl PendingFile {
                 // would), and the replacement keeps its permissions and, where allowed, its owner.
                 let existing = found.ok();
                 #[cfg(unix)]
-                if existing.is_some() && !writable(&real) {
+                if let (Some(_), Err(e)) = (&existing, writable(&real)) {
                     return Err(Failure::input(
-                        format!(
-                            "cannot write `{}` (given to {flag}): {}",
-                            dest.display(),
-                            io::Error::last_os_error()
-                        ),
+                        format!("cannot write `{}` (given to {flag}): {e}", dest.display()),
                         "the file exists and is not writable: change its permissions or give another file",
                     ));
                 }
@@ -215,10 +211,7 @@ impl PendingFile {
                 })?;
                 #[cfg(unix)]
                 if let Some(meta) = &existing {
-                    use std::os::unix::fs::MetadataExt;
-                    // Best effort: only root may give a file away; the mode always follows.
-                    let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
-                    let _ = file.set_permissions(meta.permissions());
+                    keep_owner_and_mode(&file, meta);
                 }
                 Ok(PendingFile {
                     interrupt_slot,
@@ -345,15 +338,39 @@ fn same_file(a: &Path, b: &Path) -> bool {
     false
 }
 
-/// Whether this process may write `path` (`access(2)`, so root may write any file, as with `>`).
+/// Whether this process may write `path`, by its effective ids (so root may write any file, as
+/// with `>`); the error says why not.
 #[cfg(unix)]
-fn writable(path: &Path) -> bool {
+fn writable(path: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return true;
+        return Ok(());
     };
     // SAFETY: `c` is a NUL-terminated path that outlives the call.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    let status =
+        unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Gives the replacement of an existing file its owner, group and permissions where this process
+/// may: only root may give a file away, and a member of the file's group may keep it. Where the
+/// group cannot be kept, the group's permissions are not given to this process's own group; the
+/// set-id bits are never copied.
+#[cfg(unix)]
+fn keep_owner_and_mode(file: &File, old: &std::fs::Metadata) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _ = std::os::unix::fs::fchown(file, Some(old.uid()), None);
+    let group_kept = std::os::unix::fs::fchown(file, None, Some(old.gid())).is_ok()
+        || file.metadata().is_ok_and(|m| m.gid() == old.gid());
+    let mut mode = old.mode() & 0o1777;
+    if !group_kept {
+        mode &= !0o070;
+    }
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
 }
 
 /// The descriptor a path names when it is one of this process's own (`/dev/stdout`, `/dev/fd/3`),

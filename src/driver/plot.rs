@@ -177,7 +177,6 @@ fn edge(times: &[f64], ys: &[f64], upper: bool) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Normalised histograms of two samples on shared bins (integer bins for counts).
 type Chart<'a> = ChartContext<
     'a,
     SVGBackend<'a>,
@@ -275,6 +274,7 @@ fn along(xs: &[f64], ys: &[f64]) -> Vec<(f64, f64)> {
     out
 }
 
+/// Normalised histograms of two samples on shared bins (integer bins for counts).
 fn histogram(area: &Area, title: &str, series: &[(&str, RGBColor, &[f64])]) -> Result<(), Failed> {
     // Infinite and NaN values have no bin: they are left out (the warning about them is the
     // caller's).

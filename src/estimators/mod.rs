@@ -453,6 +453,18 @@ pub fn estimate_gradient(
     let affects = model.params_affecting(&objective.leaves);
     let mut gradient = Vec::with_capacity(params.len());
     for (q, p) in model.params.iter().enumerate() {
+        // A parameter that cannot affect the objective (no reaction it reaches changes a species
+        // the objective reads, and the objective does not read it) has the exact derivative 0:
+        // report that rather than the estimator's noise around it (score's weights, fd's
+        // perturbations of the others), or its failure.
+        if !affects[q] {
+            let zero = Estimate {
+                estimate: 0.0,
+                stderr: 0.0,
+            };
+            gradient.push((p.name.clone(), zero));
+            continue;
+        }
         let e = Estimate {
             estimate: full.d[q],
             stderr: jackknife_se(&|d: &Dual| d.d[q]),
@@ -484,18 +496,6 @@ pub fn estimate_gradient(
                 ),
             });
         }
-        // A parameter that cannot affect the objective (no reaction it reaches changes a species
-        // the objective reads, and the objective does not read it) has the exact derivative 0:
-        // report that rather than the estimator's noise around it (score's weights, fd's
-        // perturbations of the others).
-        let e = if affects[q] {
-            e
-        } else {
-            Estimate {
-                estimate: 0.0,
-                stderr: 0.0,
-            }
-        };
         gradient.push((p.name.clone(), e));
     }
     // A derivative that is exactly 0 in every trajectory for a parameter that can affect the

@@ -341,6 +341,8 @@ fn non_finite_reason<'t>(node: &Visit, text: impl Fn(usize) -> &'t str) -> Strin
         };
         if base.v == 0.0 && varies(power) {
             format!("has no derivative with respect to its power where {where_zero}")
+        } else if base.v == 0.0 && power.v < 0.0 {
+            format!("divides by 0: {where_zero} and the power is negative")
         } else if base.v == 0.0 {
             format!("has an infinite derivative where {where_zero} and the power is below 1")
         } else if base.v < 0.0 && power.v.fract() != 0.0 {

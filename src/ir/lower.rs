@@ -189,8 +189,8 @@ impl<'a> Lowerer<'a> {
                             why,
                         )
                         .with_help(format!(
-                            "rename it, for example to `{}_`; keywords, function names, `t`, \
-                             `nan` and `inf` are reserved",
+                            "rename it, for example to `{}_`; keywords, function names and `t` \
+                             are reserved",
                             d.name.name
                         )),
                     );
@@ -440,7 +440,12 @@ impl<'a> Lowerer<'a> {
                     .with_help("write the bounds as `in [lo, hi]` with lo < hi"),
                 );
             }
-            Some((lo, hi, span)) if value.is_finite() && (value < lo || value > hi) => {
+            Some((lo, hi, span))
+                if value.is_finite()
+                    && lo.is_finite()
+                    && hi.is_finite()
+                    && (value < lo || value > hi) =>
+            {
                 self.diags.push(
                     Diagnostic::new(
                         "rxn::bounds",

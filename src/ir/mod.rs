@@ -238,15 +238,16 @@ fn pow_by(base: f64, exponent: &Expr, x: &[f64], p: &[f64], t: f64) -> f64 {
     }
 }
 
-/// Above this many molecules of one species in a reaction, `x choose s` is computed as the product
-/// of the ratios (x - j)/(j + 1): the falling factorial and s! would overflow (s! does from
-/// s = 171, x^s sooner), where the coefficient itself is finite.
+/// Above this many molecules of one species in a reaction, `x choose s` is computed step by step,
+/// C(x, j + 1) = C(x, j) (x - j) / (j + 1): the falling factorial and s! would overflow (s! does
+/// from s = 171, x^s sooner) where the coefficient itself is finite. Every step is a whole number
+/// for a whole x, so the result is exact while C(x, j) (x - j) stays below 2^53.
 pub const CHOOSE_EXACT_UP_TO: u32 = 20;
 
 /// The falling-factorial binomial coefficient `x (x-1) ... (x-s+1) / s!`.
 pub fn choose(x: f64, s: u32) -> f64 {
     if s > CHOOSE_EXACT_UP_TO {
-        return (0..s).fold(1.0, |c, j| c * ((x - j as f64) / (j + 1) as f64));
+        return (0..s).fold(1.0, |c, j| c * (x - j as f64) / (j + 1) as f64);
     }
     // The product first, then one division: exact for counts below 2^53 when the result is whole
     // (20! is exact in a double).

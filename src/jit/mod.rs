@@ -1734,16 +1734,15 @@ impl Emitter<'_, '_> {
             }
             Expr::Call(f, args) => self.call_builtin(*f, args),
             Expr::Choose(i, s) if *s > crate::ir::CHOOSE_EXACT_UP_TO => {
-                // As `ir::choose`: the product of the ratios (x - j)/(j + 1), which cannot
-                // overflow before the coefficient does.
+                // As `ir::choose`: C(x, j + 1) = C(x, j) (x - j) / (j + 1), in that order.
                 let x = self.species(*i);
                 let mut c = self.b.ins().f64const(1.0);
                 for j in 0..*s {
                     let shifted = self.b.ins().f64const(j as f64);
                     let term = self.b.ins().fsub(x, shifted);
+                    let product = self.b.ins().fmul(c, term);
                     let divisor = self.b.ins().f64const((j + 1) as f64);
-                    let ratio = self.b.ins().fdiv(term, divisor);
-                    c = self.b.ins().fmul(c, ratio);
+                    c = self.b.ins().fdiv(product, divisor);
                 }
                 c
             }

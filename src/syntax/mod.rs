@@ -542,7 +542,8 @@ fn syntax_help(text: &str, pos: usize, expected: &[&str]) -> Hint {
         .trim_end_matches('\r');
     let before = &text[line_start..pos];
     let rest = &text[pos..line_end];
-    let found = rest.chars().next().filter(|c| *c != '\r');
+    // Only a comment left counts as the end of the line, as in `syntax_error`.
+    let found = (rest.chars().next()).filter(|c| *c != '\r' && !rest.trim_start().starts_with('#'));
     let word: String = rest
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_')
