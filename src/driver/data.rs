@@ -185,6 +185,17 @@ pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelErr
         }
     }
     if diags.is_empty() && columns.is_empty() {
+        // A data file's `time` and `trajectory` columns are its own, whatever the model names.
+        let clash = (model.species.iter().map(|s| s.name.as_str()))
+            .chain(model.observables.iter().map(|o| o.name.as_str()))
+            .find(|n| *n == "time" || *n == "trajectory");
+        let help = match clash {
+            Some(name) => format!(
+                "a data column named `{name}` is the data's own `{name}` column, not the model's \
+                 `{name}`: rename it in the model (and the column) to fit it"
+            ),
+            None => "add a column named after a species or observable of the model".to_string(),
+        };
         diags.push(
             Diagnostic::new(
                 "data::no-columns",
@@ -194,13 +205,7 @@ pub fn parse(name: &str, text: &str, model: &ir::Model) -> Result<Data, ModelErr
                 }),
                 "header",
             )
-            .with_help(
-                match model.species.iter().map(|s| s.name.as_str()).chain(model.observables.iter().map(|o| o.name.as_str())).find(|n| *n == "time" || *n == "trajectory") {
-                    // A data file's `time` and `trajectory` columns are its own.
-                    Some(name) => format!("a data column named `{name}` is the data's own `{name}` column, not the model's `{name}`: rename it in the model (and the column) to fit it"),
-                    None => "add a column named after a species or observable of the model".to_string(),
-                },
-            ),
+            .with_help(help),
         );
     }
     if !diags.is_empty() {

@@ -922,19 +922,22 @@ impl<'m> Trajectory<'m> {
     /// so every reaction stopped silently.
     #[cold]
     fn waiting_time_dependent(&mut self, e: f64, t_end: f64) -> Result<f64, SimError> {
-        let (compiled, params, x) = (self.compiled, self.params, &self.x);
+        let (compiled, params, x, index) = (self.compiled, self.params, &self.x, self.index);
+        let model = &compiled.model;
         let mut scratch = vec![0.0; self.a.len()];
-        let valid = |a: &[f64], total: f64| {
-            total.is_finite() && a.iter().all(|v| (0.0..f64::INFINITY).contains(v))
+        // The propensities at time u, and why they cannot drive the simulation, if they cannot.
+        let failure_at = |u: f64, a: &mut [f64]| {
+            let total = compiled.propensities(x, params, u, a);
+            (total, propensity_failure(model, x, a, u, index))
         };
-        // The earliest time at which a propensity was found invalid.
-        let mut invalid_at = f64::INFINITY;
-        let mut a0 = |u: f64| {
-            let total = compiled.propensities(x, params, u, &mut scratch);
-            if valid(&scratch, total) {
-                total
-            } else {
-                invalid_at = invalid_at.min(u);
+        // The earliest time at which the propensities were found invalid, with why.
+        let mut invalid: Option<(f64, SimError)> = None;
+        let mut a0 = |u: f64| match failure_at(u, &mut scratch) {
+            (total, None) => total,
+            (_, Some(e)) => {
+                if invalid.as_ref().is_none_or(|(at, _)| u < *at) {
+                    invalid = Some((u, e));
+                }
                 0.0
             }
         };
@@ -970,23 +973,18 @@ impl<'m> Trajectory<'m> {
             s += h;
             h *= 2.0;
         }
-        if invalid_at > event.min(t_end) {
+        let Some((mut hi, mut error)) = invalid.filter(|(at, _)| *at <= event.min(t_end)) else {
             return Ok(event);
-        }
-        let (mut lo, mut hi) = (self.t, invalid_at);
+        };
+        let mut lo = self.t;
         for _ in 0..60 {
             let mid = 0.5 * (lo + hi);
-            let total = compiled.propensities(x, params, mid, &mut scratch);
-            if valid(&scratch, total) {
-                lo = mid
-            } else {
-                hi = mid
+            match failure_at(mid, &mut scratch) {
+                (_, None) => lo = mid,
+                (_, Some(e)) => (hi, error) = (mid, e),
             }
         }
-        compiled.propensities(x, params, hi, &mut scratch);
-        let model = &compiled.model;
-        Err(propensity_failure(model, x, &scratch, hi, self.index)
-            .unwrap_or_else(|| overflowing_total(model, x, &scratch, hi, self.index)))
+        Err(error)
     }
 }
 

@@ -471,17 +471,17 @@ pub fn estimate_gradient(
         };
         if !(e.estimate.is_finite() && e.stderr.is_finite()) {
             let place = moments_finite.then(|| locate(&moments)).flatten();
-            let why = match options.estimator {
-                _ if place.is_some() => place.as_deref().unwrap_or_default(),
+            let why = match (place.as_deref(), options.estimator) {
+                (Some(place), _) => place,
                 _ if moments_finite => {
                     "the objective is not differentiable at the estimated statistics (sd of a \
                      quantity with zero variance, or a log or division at zero)"
                 }
-                Estimator::GsSt { .. } => {
+                (_, Estimator::GsSt { .. }) => {
                     "the tangents overflowed; at low temperature on long trajectories the \
                      straight-through variance explodes: raise --temperature or use --estimator score"
                 }
-                Estimator::Score => {
+                (_, Estimator::Score) => {
                     "a propensity derivative was not finite (check rate laws at zero counts)"
                 }
                 _ => "a derivative of the objective is not finite at the estimated moments",

@@ -555,11 +555,7 @@ impl GsStLayout {
             dense
         });
         let guarded = (0..ns)
-            .filter(|&i| {
-                c.model.reactions.iter().any(|r| {
-                    r.law == ir::RateLaw::Full && r.net.iter().any(|&(s, d)| s == i && d < 0)
-                })
-            })
+            .filter(|&i| c.model.full_propensity_consumes(i))
             .collect();
         GsStLayout { dense_net, guarded }
     }

@@ -398,15 +398,12 @@ impl<'a> Lowerer<'a> {
         // Values computed to infinity or NaN (`1e308 * 10`, `0/0`): a literal too large, an
         // undeclared `inf` or a cycle is reported where it is written instead.
         if !value.is_finite() && !self.param_value_reported[i] && d.value.is_some() {
-            self.diags.push(
-                Diagnostic::new(
-                    "rxn::non_finite",
-                    format!("the value of `{}` is {value}, not a finite number", d.name.name),
-                    value_span,
-                    format!("this is {value}"),
-                )
-                .with_help("a parameter's value must be a finite number: look for a division by zero or a product that overflows"),
-            );
+            self.diags.push(non_finite_value(
+                "a parameter's value",
+                &d.name.name,
+                value,
+                value_span,
+            ));
         }
         if let Some((lo, hi, span)) = bounds
             && !(lo.is_finite() && hi.is_finite())
@@ -556,15 +553,8 @@ impl<'a> Lowerer<'a> {
             && !self.uses_too_large
             && !self.uses_non_finite
         {
-            self.diags.push(
-                Diagnostic::new(
-                    "rxn::non_finite",
-                    format!("the value of `{}` is {value}, not a finite number", d.name.name),
-                    v.span,
-                    format!("this is {value}"),
-                )
-                .with_help("a constant must be a finite number: look for a division by zero or a product that overflows"),
-            );
+            self.diags
+                .push(non_finite_value("a constant", &d.name.name, value, v.span));
         }
         self.stack.pop();
         let e = self.within_limits(e, Substituted::Constant(&d.name.name), d.name.span);
@@ -816,7 +806,7 @@ impl<'a> Lowerer<'a> {
                     self.stack.push(id.name.clone());
                     let values: Vec<f64> = (0..self.params.len())
                         .map(|j| {
-                            if expr_reads_param(&e, j) {
+                            if e.reads_param(j) {
                                 self.params_read_as_numbers.push(j);
                                 self.param_value(j, id.span)
                             } else {
@@ -1117,14 +1107,18 @@ fn non_finite_help(ctx: Ctx) -> &'static str {
     }
 }
 
-fn expr_reads_param(e: &Expr, j: usize) -> bool {
-    match e {
-        Expr::Param(i) => *i == j,
-        Expr::Num(_) | Expr::Species(_) | Expr::Time | Expr::Choose(..) => false,
-        Expr::Neg(a) => expr_reads_param(a, j),
-        Expr::Bin(_, a, b) => expr_reads_param(a, j) || expr_reads_param(b, j),
-        Expr::Call(_, args) => args.iter().any(|a| expr_reads_param(a, j)),
-    }
+/// A value computed to infinity or NaN; `subject` says whose (`a parameter's value`).
+fn non_finite_value(subject: &str, name: &str, value: f64, span: Span) -> Diagnostic {
+    Diagnostic::new(
+        "rxn::non_finite",
+        format!("the value of `{name}` is {value}, not a finite number"),
+        span,
+        format!("this is {value}"),
+    )
+    .with_help(format!(
+        "{subject} must be a finite number: look for a division by zero or a product that \
+         overflows"
+    ))
 }
 
 fn signature(name: &str) -> String {

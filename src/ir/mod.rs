@@ -194,6 +194,13 @@ impl Expr {
         }
     }
 
+    /// Whether the expression reads parameter `q`.
+    pub fn reads_param(&self, q: usize) -> bool {
+        let mut found = false;
+        self.visit_params(&mut |p| found |= p == q);
+        found
+    }
+
     /// Whether the expression reads time.
     pub fn uses_time(&self) -> bool {
         match self {
@@ -418,6 +425,14 @@ impl Model {
         self.reactions.iter().position(|r| r.name == name)
     }
 
+    /// Whether a reaction with a full propensity (`@=`) consumes species `i`: only such a
+    /// reaction can fire without its reactants and take the count below zero.
+    pub fn full_propensity_consumes(&self, i: usize) -> bool {
+        self.reactions
+            .iter()
+            .any(|r| r.law == RateLaw::Full && r.net.iter().any(|&(s, d)| s == i && d < 0))
+    }
+
     /// For a parameter that initial counts are computed from, a sentence saying that those stay
     /// at their values in the file, so that gradients and fits leave that effect out.
     pub fn initial_count_note(&self, q: usize) -> Option<String> {
@@ -443,16 +458,11 @@ impl Model {
     pub fn params_affecting(&self, exprs: &[Expr]) -> Vec<bool> {
         let mut affects = vec![false; self.params.len()];
         for q in 0..self.params.len() {
-            let reads_q = |e: &Expr| {
-                let mut found = false;
-                e.visit_params(&mut |p| found |= p == q);
-                found
-            };
             // The reactions whose propensities q reaches, to a fixed point.
             let mut reached: Vec<bool> = self
                 .reactions
                 .iter()
-                .map(|r| reads_q(&r.propensity))
+                .map(|r| r.propensity.reads_param(q))
                 .collect();
             let mut frontier: Vec<usize> = (0..reached.len()).filter(|&j| reached[j]).collect();
             while let Some(j) = frontier.pop() {
@@ -472,7 +482,7 @@ impl Model {
             affects[q] = exprs.iter().any(|e| {
                 let mut via_state = false;
                 e.visit_species(&mut |i| via_state |= changed[i]);
-                via_state || reads_q(e)
+                via_state || e.reads_param(q)
             });
         }
         affects

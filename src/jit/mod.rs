@@ -780,18 +780,6 @@ impl CompiledModel {
     }
 }
 
-/// `acc + d v` for a stoichiometric coefficient `d`: an addition or a subtraction for ±1 (the
-/// common case, as in the estimator's generic loops), a multiplication otherwise. `v` is a scalar
-/// or a vector of the type of `acc`.
-/// Whether a reaction with a full propensity (`@=`) consumes species `i`: it could take it below
-/// zero.
-fn full_consumes(model: &ir::Model, i: usize) -> bool {
-    model
-        .reactions
-        .iter()
-        .any(|r| r.law == ir::RateLaw::Full && r.net.iter().any(|&(s, d)| s == i && d < 0))
-}
-
 /// `any || count < 0` (`count < 0` alone when `any` is None).
 fn or_below_zero(b: &mut FunctionBuilder, any: Option<Value>, count: Value) -> Value {
     let below = b.ins().icmp_imm_s(IntCC::SignedLessThan, count, 0);
@@ -801,6 +789,9 @@ fn or_below_zero(b: &mut FunctionBuilder, any: Option<Value>, count: Value) -> V
     }
 }
 
+/// `acc + d v` for a stoichiometric coefficient `d`: an addition or a subtraction for ±1 (the
+/// common case, as in the estimator's generic loops), a multiplication otherwise. `v` is a scalar
+/// or a vector of the type of `acc`.
 fn stoichiometric_step(b: &mut FunctionBuilder, acc: Value, d: i64, v: Value) -> Value {
     match d {
         1 => b.ins().fadd(acc, v),
@@ -1391,7 +1382,7 @@ impl<'m> Generator<'m> {
                     let old = e.b.ins().load(types::I64, flags, x, (8 * i) as i32);
                     let new = e.b.ins().iadd(old, change);
                     e.b.ins().store(flags, new, x, (8 * i) as i32);
-                    if full_consumes(model, i) {
+                    if model.full_propensity_consumes(i) {
                         negative = Some(or_below_zero(&mut e.b, negative, new));
                     }
                 }

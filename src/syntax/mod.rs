@@ -496,7 +496,7 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         )
         .with_help("use fewer nested parentheses or signs; split the expression into constants or observables");
     }
-    let hint = syntax_help(text, pos, &expected);
+    let hint = syntax_help(text, pos, &expected, first);
     let mut d = Diagnostic::new(
         "rxn::syntax",
         format!("syntax error: unexpected {found_token}"),
@@ -530,8 +530,9 @@ impl Hint {
 
 const DECLARATION_KEYWORDS: [&str; 4] = ["species", "param", "const", "observable"];
 
-/// A hint for the commonest slips, judged from the line the error is on and what was expected.
-fn syntax_help(text: &str, pos: usize, expected: &[&str]) -> Hint {
+/// A hint for the commonest slips, judged from the line the error is on, what was expected and
+/// what was found (`None` at the end of the line, a trailing comment included).
+fn syntax_help(text: &str, pos: usize, expected: &[&str], found: Option<char>) -> Hint {
     let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
     let full_line = &text[line_start..line_end];
@@ -542,8 +543,6 @@ fn syntax_help(text: &str, pos: usize, expected: &[&str]) -> Hint {
         .trim_end_matches('\r');
     let before = &text[line_start..pos];
     let rest = &text[pos..line_end];
-    // Only a comment left counts as the end of the line, as in `syntax_error`.
-    let found = (rest.chars().next()).filter(|c| *c != '\r' && !rest.trim_start().starts_with('#'));
     let word: String = rest
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_')
