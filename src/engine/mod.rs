@@ -995,8 +995,12 @@ pub(crate) fn wrong_param_count(compiled: &CompiledModel, params: &[f64]) -> Opt
         .then(|| format!("expected {expected} parameter values, got {}", params.len()))
 }
 
-/// How often an ensemble that started on fewer threads than cores looks for idle ones.
-const GROW_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+/// How soon an ensemble that started on fewer threads than cores first looks for idle ones
+/// again: a core is often busy only for a moment (a kernel worker, the shell that started rxnc),
+/// and `/proc/loadavg` counts it all the same. The wait then doubles up to [`GROW_AT_MOST_EVERY`].
+const GROW_FIRST_AFTER: std::time::Duration = std::time::Duration::from_micros(100);
+/// The longest wait between two looks for idle cores (a look costs a few microseconds).
+const GROW_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// How many threads run an ensemble: [`IDLE_CORES`], or a number set by the user.
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
@@ -1189,7 +1193,6 @@ fn map_range_on<T: Send>(
         let lo = next.fetch_add(chunk, Ordering::Relaxed);
         (lo < len && !stopped.load(Ordering::Relaxed)).then(|| lo..(lo + chunk).min(len))
     };
-    let waiting = std::thread::current();
     let work = || {
         let mut done = Vec::new();
         while let Some(indices) = claim() {
@@ -1198,38 +1201,39 @@ fn map_range_on<T: Send>(
                 run(range.start + indices.start..range.start + indices.end),
             ));
         }
-        waiting.unpark();
         done
     };
     let mut chunks = std::thread::scope(|scope| {
-        let mut chunks = Vec::new();
         let mut helpers = Vec::new();
-        if start <= 1 {
-            // One idle core: this thread works, and adds helpers as cores fall idle.
-            let mut look_again = std::time::Instant::now() + GROW_EVERY;
-            while let Some(indices) = claim() {
-                let values = run(range.start + indices.start..range.start + indices.end);
-                chunks.push((indices.start, values));
-                let now = std::time::Instant::now();
-                if helpers.len() + 1 < at_most && now >= look_again {
-                    let more = idle_cores().min(at_most - 1 - helpers.len());
-                    helpers.extend((0..more).map(|_| scope.spawn(work)));
-                    look_again = now + GROW_EVERY;
-                }
+        // This thread works too, on its core; helpers are started away from that core (see
+        // `leave_cpu`).
+        let here = current_cpu();
+        let add_helpers = |helpers: &mut Vec<_>, count: usize| {
+            helpers.extend((0..count).map(|_| {
+                scope.spawn(move || {
+                    leave_cpu(here);
+                    work()
+                })
+            }));
+            if count > 0 {
+                // A helper queued on this core runs now and moves itself (`leave_cpu`).
+                std::thread::yield_now();
             }
-        } else {
-            // This thread only waits: working alongside its helpers, it shared its core with
-            // one of them until the scheduler moved the new thread (3.7 -> 4.4 ms for the peer
-            // benchmark's gradient). It adds helpers as cores fall idle; a helper that runs out
-            // of work wakes it.
-            helpers.extend((0..start).map(|_| scope.spawn(work)));
-            while helpers.len() < at_most {
-                std::thread::park_timeout(GROW_EVERY);
-                if next.load(Ordering::Relaxed) >= len || stopped.load(Ordering::Relaxed) {
-                    break;
-                }
-                let more = idle_cores().min(at_most - helpers.len());
-                helpers.extend((0..more).map(|_| scope.spawn(work)));
+        };
+        add_helpers(&mut helpers, start.saturating_sub(1));
+        let mut chunks = Vec::new();
+        let mut wait = GROW_FIRST_AFTER;
+        let mut look_again = std::time::Instant::now() + wait;
+        while let Some(indices) = claim() {
+            let values = run(range.start + indices.start..range.start + indices.end);
+            chunks.push((indices.start, values));
+            // More helpers as cores fall idle.
+            let now = std::time::Instant::now();
+            if helpers.len() + 1 < at_most && now >= look_again {
+                let more = idle_cores().min(at_most - 1 - helpers.len());
+                add_helpers(&mut helpers, more);
+                wait = (2 * wait).min(GROW_AT_MOST_EVERY);
+                look_again = now + wait;
             }
         }
         for helper in helpers {
@@ -1243,6 +1247,53 @@ fn map_range_on<T: Send>(
     chunks.sort_unstable_by_key(|&(lo, _)| lo);
     chunks.into_iter().flat_map(|(_, values)| values).collect()
 }
+
+/// The core the calling thread runs on, if the system says.
+#[cfg(target_os = "linux")]
+fn current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu has no preconditions.
+    usize::try_from(unsafe { libc::sched_getcpu() }).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_cpu() -> Option<usize> {
+    None
+}
+
+/// Moves the calling thread off core `cpu` (where the thread that started it is working), then
+/// lets it run anywhere it could before.
+///
+/// Linux queues a new thread on its parent's core, and with the parent busy there, it waited
+/// for the load balancer to move it to an idle core: 0.5–0.6 ms on this project's 2-core VMs,
+/// a sixth of a whole `rxnc grad` on the peer benchmark (docs/performance.md, "Tenth session").
+/// The parent yields once after starting its helpers, so a helper queued behind it runs at
+/// once and moves itself here (tens of microseconds).
+#[cfg(target_os = "linux")]
+fn leave_cpu(cpu: Option<usize>) {
+    let Some(cpu) = cpu else { return };
+    if current_cpu() != Some(cpu) || cpu >= libc::CPU_SETSIZE as usize {
+        return;
+    }
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: cpu_set_t is plain data; the calls get its size, and `cpu` is below CPU_SETSIZE.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
+            return;
+        }
+        let mut elsewhere = allowed;
+        libc::CPU_CLR(cpu, &mut elsewhere);
+        if libc::CPU_COUNT(&elsewhere) == 0 {
+            return;
+        }
+        if libc::sched_setaffinity(0, size, &elsewhere) == 0 {
+            libc::sched_setaffinity(0, size, &allowed);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn leave_cpu(_cpu: Option<usize>) {}
 
 /// Trajectories sampled on a common time grid.
 #[derive(Debug, Clone, PartialEq)]
@@ -1482,6 +1533,34 @@ mod tests {
         let text = std::fs::read_to_string("/proc/loadavg").unwrap();
         assert!(runnable_in_loadavg(&text).is_some_and(|k| k >= 1), "{text}");
         assert!(worker_threads() >= 1);
+    }
+
+    /// A helper started on its parent's core moves to another one it may run on, and may run
+    /// anywhere it could before once there.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn leave_cpu_moves_off_the_core_and_keeps_the_affinity() {
+        let mask = || {
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            // SAFETY: as in `leave_cpu`.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+                (0..libc::CPU_SETSIZE as usize)
+                    .filter(|&c| libc::CPU_ISSET(c, &set))
+                    .collect::<Vec<_>>()
+            }
+        };
+        std::thread::spawn(move || {
+            let (before, here) = (mask(), current_cpu());
+            leave_cpu(here);
+            if before.len() > 1 {
+                assert_ne!(current_cpu(), here, "allowed on {before:?}");
+            }
+            assert_eq!(mask(), before);
+        })
+        .join()
+        .unwrap();
     }
 
     /// A panic in a worker reaches the caller.
