@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::fmt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// How often the running total of the propensities is recomputed from scratch.
@@ -1002,6 +1003,9 @@ const GROW_FIRST_AFTER: std::time::Duration = std::time::Duration::from_micros(1
 /// The longest wait between two looks for idle cores (a look costs a few microseconds).
 const GROW_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// How long the thread that ran out of chunks first waits for its helpers without sleeping.
+const WAIT_AWAKE_FOR: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// How many threads run an ensemble: [`IDLE_CORES`], or a number set by the user.
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -1203,18 +1207,31 @@ fn map_range_on<T: Send>(
         }
         done
     };
+    // What the helpers hand back: their chunks, or the panic that stopped one. They are not
+    // joined: joining waits for a thread's exit and sleeps meanwhile (see below).
+    let handed = Mutex::new(Vec::new());
+    let finished = AtomicUsize::new(0);
+    let (handed_ref, finished_ref) = (&handed, &finished);
+    let waiting = std::thread::current();
     let mut chunks = std::thread::scope(|scope| {
-        let mut helpers = Vec::new();
+        let mut helpers = 0;
         // This thread works too, on its core; helpers are started away from that core (see
         // `leave_cpu`).
         let here = current_cpu();
-        let add_helpers = |helpers: &mut Vec<_>, count: usize| {
-            helpers.extend((0..count).map(|_| {
+        let add_helpers = |helpers: &mut usize, count: usize| {
+            for _ in 0..count {
+                let waiting = waiting.clone();
                 scope.spawn(move || {
                     leave_cpu(here);
-                    work()
-                })
-            }));
+                    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                    (handed_ref.lock())
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(done);
+                    finished_ref.fetch_add(1, Ordering::Release);
+                    waiting.unpark();
+                });
+            }
+            *helpers += count;
             if count > 0 {
                 // A helper queued on this core runs now and moves itself (`leave_cpu`).
                 std::thread::yield_now();
@@ -1229,15 +1246,27 @@ fn map_range_on<T: Send>(
             chunks.push((indices.start, values));
             // More helpers as cores fall idle.
             let now = std::time::Instant::now();
-            if helpers.len() + 1 < at_most && now >= look_again {
-                let more = idle_cores().min(at_most - 1 - helpers.len());
+            if helpers + 1 < at_most && now >= look_again {
+                let more = idle_cores().min(at_most - 1 - helpers);
                 add_helpers(&mut helpers, more);
                 wait = (2 * wait).min(GROW_AT_MOST_EVERY);
                 look_again = now + wait;
             }
         }
-        for helper in helpers {
-            match helper.join() {
+        // The helpers are at most a chunk from done (on the peer benchmark's gradient, within
+        // 4 µs of this thread). It waits for them awake for a while: joining them, it slept until
+        // their threads had exited and resumed 60-80 µs after running out of chunks, 0.15 ms
+        // later per gradient in all (docs/performance.md, "Tenth session").
+        let awake_until = std::time::Instant::now() + WAIT_AWAKE_FOR;
+        while finished.load(Ordering::Acquire) < helpers {
+            if std::time::Instant::now() < awake_until {
+                std::hint::spin_loop();
+            } else {
+                std::thread::park_timeout(GROW_AT_MOST_EVERY);
+            }
+        }
+        for done in std::mem::take(&mut *handed.lock().unwrap_or_else(|e| e.into_inner())) {
+            match done {
                 Ok(more) => chunks.extend(more),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
