@@ -1043,9 +1043,11 @@ pub fn worker_threads() -> usize {
 /// threads when more cores fall idle. A core is idle if the system's count of runnable threads,
 /// without the calling one, leaves it free (Linux: `/proc/loadavg`; elsewhere every core counts
 /// as idle). A thread started on a core that another process keeps busy only takes turns with
-/// it, and the ensemble waits for its last trajectory: with one of two cores kept busy, the peer
-/// benchmark's gradient took 0.2–0.3 ms longer on two threads than on one (3.9–4.3 against
-/// 3.6–4.1 ms in four alternating comparisons, docs/performance.md).
+/// it, and the ensemble may wait for its last trajectory. Growing counts the calling thread's
+/// own core as free (the count leaves the reader out), so beside one busy process on two cores
+/// an ensemble adds a second thread at its first look: on the peer benchmark's gradient that was
+/// faster than one thread and steadier than starting on two (medians 4.16, 4.59 and 4.15 ms,
+/// upper quartiles 4.55, 4.74 and 6.55 ms; docs/performance.md, "Tenth session").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ThreadBudget {
     start: usize,
