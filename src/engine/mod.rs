@@ -1003,9 +1003,6 @@ const GROW_FIRST_AFTER: std::time::Duration = std::time::Duration::from_micros(1
 /// The longest wait between two looks for idle cores (a look costs a few microseconds).
 const GROW_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// How long the thread that ran out of chunks first waits for its helpers without sleeping.
-const WAIT_AWAKE_FOR: std::time::Duration = std::time::Duration::from_micros(500);
-
 /// How many threads run an ensemble: [`IDLE_CORES`], or a number set by the user.
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -1256,16 +1253,14 @@ fn map_range_on<T: Send>(
             }
         }
         // The helpers are at most a chunk from done (on the peer benchmark's gradient, within
-        // 4 µs of this thread). It waits for them awake for a while: joining them, it slept until
-        // their threads had exited and resumed 60-80 µs after running out of chunks, 0.15 ms
-        // later per gradient in all (docs/performance.md, "Tenth session").
-        let awake_until = std::time::Instant::now() + WAIT_AWAKE_FOR;
+        // 4 µs of this thread). Joining them also waited for their threads to exit: this thread
+        // resumed 60-80 µs after running out of chunks. Waiting only for their count costs a
+        // wake-up; waiting awake instead (spinning up to 0.5 ms) was 0.15 ms slower per gradient
+        // (docs/performance.md, "Tenth session").
         while finished.load(Ordering::Acquire) < helpers {
-            if std::time::Instant::now() < awake_until {
-                std::hint::spin_loop();
-            } else {
-                std::thread::park_timeout(GROW_AT_MOST_EVERY);
-            }
+            // An unpark that comes first makes this park return at once; the timeout is a
+            // safeguard only.
+            std::thread::park_timeout(GROW_AT_MOST_EVERY);
         }
         for done in std::mem::take(&mut *handed.lock().unwrap_or_else(|e| e.into_inner())) {
             match done {
