@@ -1173,6 +1173,8 @@ fn map_range_on<T: Send>(
     let at_most = threads.at_most.min(len);
     let stopped = AtomicBool::new(false);
     let run = |indices: std::ops::Range<usize>| {
+        // A panic stops the other threads too (it reaches the caller once they are done).
+        let _stop_on_panic = StopOnPanic(&stopped);
         let mut values = Vec::with_capacity(indices.len());
         for n in indices {
             let value = f(n);
@@ -1192,10 +1194,16 @@ fn map_range_on<T: Send>(
     // enough that the shared counter is rarely touched.
     let chunk = (len / (at_most * 64)).max(1);
     let next = AtomicUsize::new(0);
+    // `stopped` is read before a chunk is taken, and a chunk taken is always run: every chunk
+    // below a failing one was taken before it, so it is run too.
     let claim = || {
+        if stopped.load(Ordering::Relaxed) {
+            return None;
+        }
         let lo = next.fetch_add(chunk, Ordering::Relaxed);
-        (lo < len && !stopped.load(Ordering::Relaxed)).then(|| lo..(lo + chunk).min(len))
+        (lo < len).then(|| lo..(lo + chunk).min(len))
     };
+    let work_left = || next.load(Ordering::Relaxed) < len && !stopped.load(Ordering::Relaxed);
     let work = || {
         let mut done = Vec::new();
         while let Some(indices) = claim() {
@@ -1207,36 +1215,41 @@ fn map_range_on<T: Send>(
         done
     };
     // What the helpers hand back: their chunks, or the panic that stopped one. They are not
-    // joined: joining waits for a thread's exit and sleeps meanwhile (see below).
+    // joined: a join also waits for the thread to exit, and this thread resumed 60-80 µs after
+    // running out of chunks while the helpers had finished within 4 µs of it; the scope's end
+    // waits for their closures only (0.15 ms less per peer-benchmark gradient than joining,
+    // docs/performance.md, "Tenth session").
     let handed = Mutex::new(Vec::new());
-    let finished = AtomicUsize::new(0);
-    let (handed_ref, finished_ref) = (&handed, &finished);
-    let waiting = std::thread::current();
     let mut chunks = std::thread::scope(|scope| {
         let mut helpers = 0;
         // This thread works too, on its core; helpers are started away from that core (see
-        // `leave_cpu`).
-        let here = current_cpu();
+        // `leave_cpu`). Returns false if no thread could be started.
         let add_helpers = |helpers: &mut usize, count: usize| {
+            let here = current_cpu();
+            let handed = &handed;
+            let mut added = 0;
             for _ in 0..count {
-                let waiting = waiting.clone();
-                scope.spawn(move || {
+                let helper = std::thread::Builder::new().spawn_scoped(scope, move || {
                     leave_cpu(here);
                     let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-                    (handed_ref.lock())
+                    (handed.lock())
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push(done);
-                    finished_ref.fetch_add(1, Ordering::Release);
-                    waiting.unpark();
                 });
+                // A thread that cannot be started (a limit on processes): the others do the work.
+                if helper.is_err() {
+                    break;
+                }
+                added += 1;
             }
-            *helpers += count;
-            if count > 0 {
+            *helpers += added;
+            if added > 0 {
                 // A helper queued on this core runs now and moves itself (`leave_cpu`).
                 std::thread::yield_now();
             }
+            added == count
         };
-        add_helpers(&mut helpers, start.saturating_sub(1));
+        let mut can_grow = add_helpers(&mut helpers, start.saturating_sub(1));
         let mut chunks = Vec::new();
         let mut wait = GROW_FIRST_AFTER;
         let mut look_again = std::time::Instant::now() + wait;
@@ -1245,33 +1258,39 @@ fn map_range_on<T: Send>(
             chunks.push((indices.start, values));
             // More helpers as cores fall idle.
             let now = std::time::Instant::now();
-            if helpers + 1 < at_most && now >= look_again {
+            if can_grow && helpers + 1 < at_most && now >= look_again && work_left() {
                 let more = idle_cores().min(at_most - 1 - helpers);
-                add_helpers(&mut helpers, more);
+                can_grow = add_helpers(&mut helpers, more);
                 wait = (2 * wait).min(GROW_AT_MOST_EVERY);
                 look_again = now + wait;
             }
         }
-        // The helpers are at most a chunk from done (on the peer benchmark's gradient, within
-        // 4 µs of this thread). Joining them also waited for their threads to exit: this thread
-        // resumed 60-80 µs after running out of chunks. Waiting only for their count costs a
-        // wake-up; waiting awake instead (spinning up to 0.5 ms) was 0.15 ms slower per gradient
-        // (docs/performance.md, "Tenth session").
-        while finished.load(Ordering::Acquire) < helpers {
-            // An unpark that comes first makes this park return at once; the timeout is a
-            // safeguard only.
-            std::thread::park_timeout(GROW_AT_MOST_EVERY);
-        }
-        for done in std::mem::take(&mut *handed.lock().unwrap_or_else(|e| e.into_inner())) {
-            match done {
-                Ok(more) => chunks.extend(more),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
         chunks
     });
+    let handed = handed.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut panic = None;
+    for done in handed {
+        match done {
+            Ok(more) => chunks.extend(more),
+            Err(payload) => panic = panic.or(Some(payload)),
+        }
+    }
+    if let Some(payload) = panic {
+        std::panic::resume_unwind(payload);
+    }
     chunks.sort_unstable_by_key(|&(lo, _)| lo);
     chunks.into_iter().flat_map(|(_, values)| values).collect()
+}
+
+/// Sets the flag it holds if dropped during a panic.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The core the calling thread runs on, if the system says.
@@ -1289,9 +1308,10 @@ fn current_cpu() -> Option<usize> {
 /// Moves the calling thread off core `cpu` (where the thread that started it is working), then
 /// lets it run anywhere it could before.
 ///
-/// Linux queues a new thread on its parent's core, and with the parent busy there, it waited
-/// for the load balancer to move it to an idle core: 0.5–0.6 ms on this project's 2-core VMs,
-/// a sixth of a whole `rxnc grad` on the peer benchmark (docs/performance.md, "Tenth session").
+/// Linux can queue a new thread on its parent's core (41 of 50 threads in a probe on this
+/// project's 2-core VMs), and with the parent busy there, the thread waited for the load balancer
+/// to move it: 0.5–0.6 ms, a sixth of a whole `rxnc grad` on the peer benchmark
+/// (docs/performance.md, "Tenth session").
 /// The parent yields once after starting its helpers, so a helper queued behind it runs at
 /// once and moves itself here (tens of microseconds).
 #[cfg(target_os = "linux")]
@@ -1312,6 +1332,7 @@ fn leave_cpu(cpu: Option<usize>) {
         if libc::CPU_COUNT(&elsewhere) == 0 {
             return;
         }
+        // Should restoring fail, the helper only keeps off one core for its short life.
         if libc::sched_setaffinity(0, size, &elsewhere) == 0 {
             libc::sched_setaffinity(0, size, &allowed);
         }
@@ -1594,6 +1615,29 @@ mod tests {
     #[should_panic(expected = "trajectory 13")]
     fn map_range_propagates_panics() {
         map_range_on(2, 0..64, |n| assert!(n != 13, "trajectory {n}"), |_| false);
+    }
+
+    /// After a panic no new chunk starts, on any thread (each index takes a millisecond: the
+    /// other 399 would take 0.2 s on two threads).
+    #[test]
+    fn a_panic_stops_the_other_threads() {
+        let calls = AtomicUsize::new(0);
+        let f = |n: usize| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            if n == 0 {
+                // Unwinds without the panic hook, whose printing of a backtrace (with
+                // RUST_BACKTRACE) would let the other thread run tens of indices first.
+                std::panic::resume_unwind(Box::new("trajectory 0"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            map_range_on(2, 0..400, f, |_| false)
+        }))
+        .expect_err("index 0 panics");
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"trajectory 0"));
+        // The chunk (3 indices) of each thread that was running when index 0 panicked.
+        assert!(calls.load(Ordering::Relaxed) <= 6, "{calls:?} calls");
     }
 
     /// The error of the first failing index, as on one thread; after it no new chunk starts.
