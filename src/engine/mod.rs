@@ -1216,9 +1216,9 @@ fn map_range_on<T: Send>(
     };
     // What the helpers hand back: their chunks, or the panic that stopped one. They are not
     // joined: a join also waits for the thread to exit, and this thread resumed 60-80 µs after
-    // running out of chunks while the helpers had finished within 4 µs of it; the scope's end
-    // waits for their closures only (0.15 ms less per peer-benchmark gradient than joining,
-    // docs/performance.md, "Tenth session").
+    // running out of chunks while the helpers had finished within 4 µs of it. The scope's end
+    // waits for their closures only (measured against joining and against two other ways of
+    // waiting in docs/performance.md, "Tenth session").
     let handed = Mutex::new(Vec::new());
     let mut chunks = std::thread::scope(|scope| {
         let mut helpers = 0;
