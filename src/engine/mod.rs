@@ -1043,8 +1043,8 @@ pub fn worker_threads() -> usize {
 /// it, and the ensemble may wait for its last trajectory. Growing counts the calling thread's
 /// own core as free (the count leaves the reader out), so beside one busy process on two cores
 /// an ensemble adds a second thread at its first look: on the peer benchmark's gradient that was
-/// faster than one thread and steadier than starting on two (medians 4.16, 4.59 and 4.15 ms,
-/// upper quartiles 4.55, 4.74 and 6.55 ms; docs/performance.md, "Tenth session").
+/// as fast as starting on two threads and faster than staying on one (medians 3.91–3.97, 3.87–3.92
+/// and 4.17–4.18 ms; docs/performance.md, "Tenth session").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ThreadBudget {
     start: usize,
@@ -1223,7 +1223,7 @@ fn map_range_on<T: Send>(
     let mut chunks = std::thread::scope(|scope| {
         let mut helpers = 0;
         // This thread works too, on its core; helpers are started away from that core (see
-        // `leave_cpu`). Returns false if no thread could be started.
+        // `leave_cpu`). Returns whether every thread asked for could be started.
         let add_helpers = |helpers: &mut usize, count: usize| {
             let here = current_cpu();
             let handed = &handed;
